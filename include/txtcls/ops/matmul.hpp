@@ -1,0 +1,128 @@
+#pragma once
+// matmul with NumPy batch broadcasting; transposed operands are strided views that Eigen maps
+// as column-major, so a.transpose(-1, -2) costs no copy. Backward reuses matmul on views.
+#include "txtcls/ops/elementwise.hpp"
+
+namespace txtcls {
+
+namespace detail {
+
+template <class T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using ColMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+
+// Calls f(eigen_map) for a rows x cols matrix at p with row stride rs and column stride cs.
+// Returns false if neither stride is 1 (caller makes the operand contiguous).
+template <class T, class F>
+bool with_matrix_map(const T* p, int64_t rows, int64_t cols, int64_t rs, int64_t cs, F&& f) {
+  using Outer = Eigen::OuterStride<>;
+  if (cs == 1 || cols == 1) {
+    f(Eigen::Map<const RowMat<T>, 0, Outer>(p, rows, cols, Outer(rows == 1 ? std::max<int64_t>(cols, 1) : rs)));
+    return true;
+  }
+  if (rs == 1 || rows == 1) {
+    f(Eigen::Map<const ColMat<T>, 0, Outer>(p, rows, cols, Outer(cols == 1 ? std::max<int64_t>(rows, 1) : cs)));
+    return true;
+  }
+  return false;
+}
+
+// C[M,N] (contiguous) = A[M,K] * B[K,N] for strided A, B.
+template <class T>
+void gemm_strided(T* c, const T* a, const T* b, int64_t M, int64_t K, int64_t N, int64_t ars, int64_t acs,
+                  int64_t brs, int64_t bcs) {
+  Eigen::Map<RowMat<T>> C(c, M, N);
+  if (K == 0) {
+    C.setZero();
+    return;
+  }
+  bool ok = with_matrix_map(a, M, K, ars, acs, [&](const auto& A) {
+    bool okb = with_matrix_map(b, K, N, brs, bcs, [&](const auto& B) { C.noalias() = A * B; });
+    TXTCLS_CHECK(okb, "matmul: internal error, unsupported strides for B");
+  });
+  TXTCLS_CHECK(ok, "matmul: internal error, unsupported strides for A");
+}
+
+template <class T>
+Tensor<T> matmul_kernel(Tensor<T> a, Tensor<T> b) {
+  require_cpu(a, "matmul");
+  require_cpu(b, "matmul");
+  TXTCLS_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: operands need at least 2 dims, got ", shape_str(a.shape()),
+               " and ", shape_str(b.shape()));
+  const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
+  TXTCLS_CHECK(b.size(-2) == K, "matmul: inner dims differ: ", shape_str(a.shape()), " @ ", shape_str(b.shape()));
+  auto needs_copy = [](const Tensor<T>& t) {
+    return t.stride(-1) != 1 && t.stride(-2) != 1 && t.size(-1) != 1 && t.size(-2) != 1;
+  };
+  if (needs_copy(a)) a = a.contiguous();
+  if (needs_copy(b)) b = b.contiguous();
+
+  Shape ab(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
+  // [.., M, K] @ [K, N] with a's batch dims foldable into M: one large GEMM.
+  if (b.dim() == 2 && a.dim() > 2 && a.is_contiguous()) {
+    const int64_t rows = a.numel() / std::max<int64_t>(K, 1);
+    Shape os = a.shape();
+    os.back() = N;
+    Tensor<T> out(os);
+    if (out.numel() > 0) gemm_strided(out.data(), a.data(), b.data(), rows, K, N, K, 1, b.stride(0), b.stride(1));
+    return out;
+  }
+  Shape batch = broadcast_shapes(ab, bb, "matmul");
+  Shape os = batch;
+  os.push_back(M);
+  os.push_back(N);
+  Tensor<T> out(os);
+  const int64_t nb = numel_of(batch);
+  if (out.numel() == 0) return out;
+  Shape as(a.strides().begin(), a.strides().end() - 2), bs(b.strides().begin(), b.strides().end() - 2);
+  Shape sa = broadcast_strides(ab, as, batch), sb = broadcast_strides(bb, bs, batch);
+  const T* pa = a.data();
+  const T* pb = b.data();
+  T* po = out.data();
+  const int64_t ars = a.stride(-2), acs = a.stride(-1), brs = b.stride(-2), bcs = b.stride(-1);
+#pragma omp parallel for schedule(dynamic) if (nb > 1 && nb * M * N * K > kParallelGrain)
+  for (int64_t i = 0; i < nb; ++i) {
+    int64_t oa = 0, ob = 0, rem = i;
+    for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
+      int64_t idx = rem % batch[d];
+      rem /= batch[d];
+      oa += idx * sa[d];
+      ob += idx * sb[d];
+    }
+    gemm_strided(po + i * M * N, pa + oa, pb + ob, M, K, N, ars, acs, brs, bcs);
+  }
+  return out;
+}
+
+}  // namespace detail
+
+// a [..., M, K] @ b [..., K, N] -> [..., M, N], batch dims broadcast.
+template <class T>
+Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
+  Tensor<T> out = detail::matmul_kernel(a.detach(), b.detach());
+  autograd::record<T>(out, "matmul", {a, b}, [a = a.detach(), b = b.detach()](const Tensor<T>& g, const std::vector<bool>& n) {
+    Tensor<T> ga, gb;
+    if (n[0]) ga = sum_to(matmul(g, b.transpose(-1, -2)), a.shape());
+    if (n[1]) {
+      if (b.dim() == 2 && a.dim() > 2)  // fold the batch into one GEMM: (sum_i A_i^T G_i) = A'^T G'
+        gb = matmul(a.reshape({-1, a.size(-1)}).t(), g.reshape({-1, g.size(-1)}));
+      else
+        gb = sum_to(matmul(a.transpose(-1, -2), g), b.shape());
+    }
+    return std::vector<Tensor<T>>{ga, gb};
+  });
+  return out;
+}
+
+// y = x @ W^T + b, the affine map of nn::Linear (W is [out, in] as in PyTorch).
+template <class T>
+Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& w, const Tensor<T>& b = Tensor<T>()) {
+  TXTCLS_CHECK(w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1), "linear: input ", shape_str(x.shape()),
+               " does not match weight ", shape_str(w.shape()));
+  Tensor<T> y = matmul(x.dim() == 1 ? x.unsqueeze(0) : x, w.t());
+  if (x.dim() == 1) y = y.squeeze(0);
+  return b.defined() ? add(y, b) : y;
+}
+
+}  // namespace txtcls

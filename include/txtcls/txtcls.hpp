@@ -1,0 +1,6 @@
+#pragma once
+// txtcls: text classification models on a small tensor/autograd core. Umbrella header.
+#include "txtcls/core/config.hpp"
+#include "txtcls/core/error.hpp"
+#include "txtcls/tensor.hpp"
+#include "txtcls/ops/matmul.hpp"
