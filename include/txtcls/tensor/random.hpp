@@ -78,4 +78,12 @@ class Generator {
   uint64_t offset_ = 0;
 };
 
+// The generator used when a caller passes none (nn::Dropout, initialisers). One per thread;
+// manual_seed() resets it, so a training run is reproducible from its seed.
+inline Generator& default_generator() {
+  thread_local Generator g(0x7478636c73ull);  // "txtcls"
+  return g;
+}
+inline void manual_seed(uint64_t seed) { default_generator().set_state(seed, 0); }
+
 }  // namespace txtcls
