@@ -49,8 +49,17 @@ inline Allocator*& cuda_allocator_slot() {
 // Called by the CUDA backend when it is linked in.
 inline void register_cuda_allocator(Allocator* a) { detail::cuda_allocator_slot() = a; }
 
+#ifdef TXTCLS_WITH_CUDA
+namespace cuda {
+void register_backend();
+}
+#endif
+
 inline Allocator& allocator_for(Device d) {
   if (d.is_cpu()) return detail::cpu_allocator();
+#ifdef TXTCLS_WITH_CUDA
+  if (!detail::cuda_allocator_slot()) cuda::register_backend();
+#endif
   Allocator* a = detail::cuda_allocator_slot();
   TXTCLS_CHECK(a, "device ", d.str(), ": this program was built without the CUDA backend (link txtcls::txtcls_cuda)");
   return *a;

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds txtcls (Release, ccache) and runs the default test suite: everything except the
+# labels "slow" (accuracy runs on real data) and "cuda" (needs a GPU).
+#   tools/test.sh                 default suite
+#   tools/test.sh -L slow         only the slow accuracy runs (any ctest arguments pass through)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${TXTCLS_BUILD_DIR:-build}
+jobs=$(nproc)
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j"$jobs"
+if (($#)); then
+  ctest --test-dir "$build" --output-on-failure -j"$jobs" "$@"
+else
+  ctest --test-dir "$build" --output-on-failure -j"$jobs" -LE "slow|cuda"
+fi
