@@ -70,7 +70,12 @@ void run_backward(const Tensor<T>& root, const Tensor<T>& seed) {
         else jt->second = add(jt->second, gin[i]);
       } else if (in->requires_grad) {
         if (!in->grad) {
-          in->grad = gin[i].clone().impl_ptr();  // own copy: optimizers update .grad in place
+          // The leaf keeps the gradient tensor itself when nothing else shares its storage (a
+          // fresh result, e.g. embedding's [V, D] table); otherwise its own copy, since later
+          // contributions are added into .grad in place.
+          const bool sole_owner = gin[i].is_sole_owner() && gin[i].is_contiguous() && gin[i].offset() == 0 &&
+                                  static_cast<int64_t>(gin[i].impl().storage->size()) == gin[i].numel();
+          in->grad = sole_owner ? gin[i].impl_ptr() : gin[i].clone().impl_ptr();
         } else {
           Tensor<T> acc(in->grad);
           add_inplace(acc, gin[i]);

@@ -56,6 +56,8 @@ class Tensor {
   static constexpr DType dtype() { return dtype_of<T>; }
   bool is_contiguous() const;
   bool same(const Tensor& o) const { return impl_ == o.impl_; }
+  // True when this handle is the only one to its impl and the impl the only user of its storage.
+  bool is_sole_owner() const { return impl_ && impl_.use_count() == 1 && impl_->storage && impl_->storage.use_count() == 1; }
   std::shared_ptr<Impl> impl_ptr() const { return impl_; }
   Impl& impl() const {
     TXTCLS_CHECK(impl_, "tensor: use of an undefined (default-constructed) tensor");
