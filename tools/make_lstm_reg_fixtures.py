@@ -38,7 +38,13 @@ class RegLSTMReference(nn.Module):
             self.fc1 = nn.Linear(width, cfg["target_class"])
 
     def forward(self, ids, lengths):
-        x = self.embed(ids)
+        if self.cfg["embed_droprate"]:
+            # hedwig looks words up through its embedded_dropout() whenever embed_droprate is set
+            # (with rate 0 in eval mode), passing padding_idx=-1, which F.embedding reads as the
+            # last row: that row gets no gradient.
+            x = F.embedding(ids, self.embed.weight, padding_idx=-1)
+        else:
+            x = self.embed(ids)
         x = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(x)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
@@ -53,7 +59,7 @@ CASES = {
     "bilstm_1layer": dict(num_layers=1, bidirectional=True, bottleneck_layer=False),
     "bilstm_2layer_bottleneck": dict(num_layers=2, bidirectional=True, bottleneck_layer=True),
     "lstm_1layer_bottleneck": dict(num_layers=1, bidirectional=False, bottleneck_layer=True),
-    "lstm_2layer": dict(num_layers=2, bidirectional=False, bottleneck_layer=False),
+    "lstm_2layer": dict(num_layers=2, bidirectional=False, bottleneck_layer=False, embed_droprate=0.0),
 }
 
 
@@ -70,6 +76,7 @@ def make_case(root, name, overrides, dtype, seed):
     B, T = 4, 7
     lengths = torch.tensor([7, 3, 5, 1])
     ids = torch.randint(1, cfg["words_num"], (B, T))
+    ids[0, 1] = ids[2, 4] = cfg["words_num"] - 1  # the last row: see forward()
     for b in range(B):
         ids[b, lengths[b]:] = 0  # padding id; its values must not matter
     labels = torch.tensor([0, 2, 1, 2])

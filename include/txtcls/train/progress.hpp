@@ -11,9 +11,10 @@ namespace txtcls::train {
 
 class Progress {
  public:
-  // total: steps in this epoch; every: log-line period when not on a terminal.
+  // total: steps in this epoch; every: log-line period when not on a terminal; out = nullptr
+  // only keeps the statistics.
   Progress(std::string title, int64_t total, FILE* out = stderr, int64_t every = 50)
-      : title_(std::move(title)), total_(total), out_(out), every_(every), tty_(isatty(fileno(out)) != 0),
+      : title_(std::move(title)), total_(total), out_(out), every_(every), tty_(out && isatty(fileno(out)) != 0),
         start_(std::chrono::steady_clock::now()), last_draw_(start_) {}
 
   void update(int64_t step, double loss, int64_t tokens) {
@@ -21,6 +22,7 @@ class Progress {
     loss_sum_ += loss;
     ++n_;
     auto now = std::chrono::steady_clock::now();
+    if (!out_) return;
     if (tty_) {
       if (step < total_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
       last_draw_ = now;
@@ -39,7 +41,7 @@ class Progress {
   }
 
   void finish() {
-    if (tty_) std::fprintf(out_, "\n");
+    if (out_ && tty_) std::fprintf(out_, "\n");
   }
   double mean_loss() const { return n_ ? loss_sum_ / n_ : 0.0; }
   double seconds() const {
