@@ -3,24 +3,27 @@
 
 using namespace txtcls;
 
+// A small MLP trained with Adam on toy data: the parts every model in txtcls is made of.
 int main() {
   Generator gen(0);
-  // Toy data: 256 points in 2-D; the label says whether x0 + x1 > 0.
-  Tensor<float> x = randn<float>({256, 2}, gen);
-  Tensor<float> y = cast<float>(sum(x, {1}, true).cpu());
-  for (int64_t i = 0; i < 256; ++i) y.set({i, 0}, y.at({i, 0}) > 0 ? 1.f : 0.f);
-  // Logistic regression trained by plain gradient descent through autograd.
-  Tensor<float> w = zeros<float>({2, 1}).set_requires_grad();
-  Tensor<float> b = zeros<float>({1}).set_requires_grad();
-  for (int step = 0; step < 200; ++step) {
-    Tensor<float> p = sigmoid(add(matmul(x, w), b));
-    Tensor<float> loss = neg(mean(add(mul(y, log(p)), mul(1.f - y, log(1.f - p)))));
+  Tensor<float> x = randn<float>({512, 8}, gen);                        // 512 points, 8 features
+  Tensor<int64_t> y = argmax(matmul(x, randn<float>({8, 3}, gen)), 1);  // 3 classes
+  auto model = std::make_shared<nn::Sequential<float>>();
+  model->push_back(std::make_shared<nn::Linear<float>>(8, 32, true, gen));
+  model->push_back(std::make_shared<nn::Lambda<float>>([](const Tensor<float>& h) { return relu(h); }));
+  model->push_back(std::make_shared<nn::Linear<float>>(32, 3, true, gen));
+  train::Adam<float> opt(model->named_parameters(), {.lr = 0.01});
+  for (int step = 1; step <= 300; ++step) {
+    Tensor<float> loss = cross_entropy(model->forward(x), y);
+    opt.zero_grad();
     loss.backward();
-    NoGradGuard no_grad;
-    w.copy_(sub(w, mul(w.grad(), 0.5f)));
-    b.copy_(sub(b, mul(b.grad(), 0.5f)));
-    w.zero_grad();
-    b.zero_grad();
-    if (step % 50 == 0) std::cout << "step " << step << " loss " << loss.item() << "\n";
+    opt.step();
+    if (step % 100 == 0) std::cout << "step " << step << "  loss " << loss.item() << "\n";
   }
+  NoGradGuard no_grad;
+  auto pred = argmax(model->forward(x), 1).to_vector(), gold = y.to_vector();
+  int correct = 0;
+  for (size_t i = 0; i < gold.size(); ++i) correct += pred[i] == gold[i];
+  std::cout << "training accuracy " << correct / 512.0 << "\n";
+  return correct > 450 ? 0 : 1;
 }

@@ -2,7 +2,6 @@
 // UTF-8 validation and the quoting of names in error messages. Names come from files, so they
 // may hold newlines, control characters or broken UTF-8; quoted() makes any of them safe to put
 // into a one-line message.
-#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>

@@ -26,7 +26,8 @@
 //    direction.
 //
 // Device seam: everything device-specific is in lstm_forward_cpu / lstm_backward_cpu, which
-// read and write an LstmSaved; a CUDA implementation provides the same pair.
+// read and write an LstmSaved; a CUDA implementation provides the same pair and is dispatched
+// from lstm_directions().
 #include <algorithm>
 #include <memory>
 #include <numeric>
@@ -283,7 +284,7 @@ void lstm_forward_cpu(LstmSaved<T>& st, const std::vector<LstmWeights<T>>& weigh
       auto& ds = st.dirs[d];
       auto [r0, r1] = split_range(maxb, P, c);
       for (int64_t s = 0; s < sc.steps; ++s)
-        for (int64_t k = std::max(r0, int64_t(0)); k < std::min(r1, sc.active[s]); ++k) {
+        for (int64_t k = r0; k < std::min(r1, sc.active[s]); ++k) {
           const int64_t t = sc.time_of(k, s, ds.reverse);
           const T* src = xd + (sc.order[k] * Tm + t) * I;
           std::copy(src, src + I, xp[d].data() + (sc.offset[s] + k) * I);
@@ -566,6 +567,9 @@ Tensor<T> lstm_directions(const Tensor<T>& x, const Tensor<int64_t>& lengths, co
     h0s[d] = c(h0);
     c0s[d] = c(c0);
   }
+  // The device seam: a CUDA build adds lstm_forward_cuda / lstm_backward_cuda over the same
+  // LstmSaved and dispatches on x.device() here and in the backward below (until then the
+  // require_cpu checks above reject device tensors with a clear message).
   Tensor<T> out({B, Tm, D * H});
   lstm_forward_cpu(*st, wc, h0s, c0s, out);
 

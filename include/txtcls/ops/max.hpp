@@ -8,7 +8,7 @@
 // convention and keeps a diverged model visibly diverged instead of silently picking a number.
 #include <limits>
 
-#include "txtcls/ops/reduce.hpp"
+#include "txtcls/ops/elementwise.hpp"
 
 namespace txtcls {
 

@@ -10,7 +10,7 @@
 #include <cmath>
 #include <vector>
 
-#include "txtcls/ops/reduce.hpp"
+#include "txtcls/ops/elementwise.hpp"
 
 namespace txtcls {
 

@@ -231,14 +231,14 @@ class PackedLhs {
     TXTCLS_CHECK(b.rows == depth_, "packed_gemm: inner dims differ (", depth_, " vs ", b.rows, ")");
     if (!accumulate) zero_result(c, rows_, b.cols);
     if (rows_ == 0 || b.cols == 0 || depth_ == 0) return;
-    if constexpr (gemm_kernel<T> == GemmKernel::EigenProduct) {
-      (void)scratch;
-      gemm_reference(c, row_major_ref(data_.data(), rows_, depth_, depth_), b, true);
-    } else {
-      for (int64_t k = 0, blk = 0; k < depth_; k += kc_, ++blk) {
-        const int64_t kb = std::min(kc_, depth_ - k);
+    for (int64_t k = 0, blk = 0; k < depth_; k += kc_, ++blk) {
+      const int64_t kb = std::min(kc_, depth_ - k);
+      const T* pa = data_.data() + offsets_[blk];
+      if constexpr (gemm_kernel<T> == GemmKernel::EigenProduct) {
+        gemm_reference(c, row_major_ref(pa, rows_, kb, kb), b.block(k, 0, kb, b.cols), true);
+      } else {
         pack_b_block(scratch, b.block(k, 0, kb, b.cols));
-        multiply_packed(c, data_.data() + offsets_[blk], scratch, rows_, b.cols, kb, 128);
+        multiply_packed(c, pa, scratch, rows_, b.cols, kb, 128);
       }
     }
   }

@@ -8,6 +8,8 @@
 
 namespace txtcls {
 
+template <class T> Tensor<T> affine(const Tensor<T>& x, T alpha, T beta);  // ops/elementwise.hpp
+
 namespace detail {
 
 // Normalises a dim list (negative dims, duplicates, empty = all dims) into a mask.
