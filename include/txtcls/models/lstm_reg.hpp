@@ -123,6 +123,7 @@ class LSTMReg : public nn::Module<T> {
     lstm = this->register_module("lstm", std::make_shared<nn::LSTM<T>>(cfg.words_dim, cfg.hidden_dim, cfg.num_layers,
                                                                       cfg.bidirectional, cfg.num_layers > 1 ? cfg.dropout : 0.0,
                                                                       cfg.wdrop, gen));
+    lstm->set_locked_layer_dropout(false);  // nn.LSTM(dropout=...) in hedwig: elementwise between layers
     const int64_t width = cfg.hidden_dim * (cfg.bidirectional ? 2 : 1);
     if (cfg.bottleneck_layer) {
       const int64_t mid = cfg.bidirectional ? cfg.hidden_dim : cfg.hidden_dim / 2;

@@ -44,10 +44,19 @@ inline void pack_a(float* dst, const float* p, int64_t m, int64_t k, int64_t rs,
   }
 }
 
-// B [k, n] (element (i, j) at p[i*rs + j*cs]) into ceil(n/6) panels of k x 6.
+// B [k, n] (element (i, j) at p[i*rs + j*cs]) into ceil(n/6) panels of k x 6. Each case walks
+// the source along its contiguous direction.
 inline void pack_b(float* dst, const float* p, int64_t k, int64_t n, int64_t rs, int64_t cs) {
   for (int64_t j0 = 0; j0 < n; j0 += kNR, dst += kNR * k) {
     const int64_t cols = std::min(kNR, n - j0);
+    if (cs == 1) {
+      for (int64_t i = 0; i < k; ++i) {
+        const float* s = p + i * rs + j0;
+        float* d = dst + i * kNR;
+        for (int64_t c = 0; c < kNR; ++c) d[c] = c < cols ? s[c] : 0.0f;
+      }
+      continue;
+    }
     for (int64_t c = 0; c < kNR; ++c) {
       if (c < cols) {
         const float* s = p + (j0 + c) * cs;
@@ -61,6 +70,12 @@ inline void pack_b(float* dst, const float* p, int64_t k, int64_t n, int64_t rs,
 
 // C[0:m, 0:n] (column-major, ldc) += A panel * B panel over k steps; m <= 16, n <= 6.
 inline void kernel_16x6(int64_t k, const float* a, const float* b, float* c, int64_t ldc, int64_t m, int64_t n) {
+  // The C tile is read only after the k loop; fetching it now hides a miss to memory (the
+  // LSTM's gate rows were written long before they are accumulated into).
+  for (int64_t j = 0; j < n; ++j) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + j * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + j * ldc + m - 1), _MM_HINT_T0);
+  }
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int64_t kk = 0; kk < k; ++kk, a += kMR, b += kNR) {
