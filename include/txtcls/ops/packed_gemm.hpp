@@ -172,28 +172,33 @@ void pack_b_block(T* dst, MatRef<T> b) {
   }
 }
 
-// C [m, n] += packed A block [m, k] * packed B block [k, n]. With the Avx2 kernel, rows are
-// swept in groups of `group` so that a group of A panels stays in L2 while each B panel (in L1)
-// meets all of them.
+// Rows per group in multiply_packed: a multiple of every kernel's panel height (16 for Avx2;
+// Eigen's 24, 12 or 6 for float/double with AVX or SSE, 48 with AVX-512), so that a group starts
+// on a panel boundary of the packed A.
+inline constexpr int64_t kGemmRowGroup = 192;
+
+// C [m, n] += packed A block [m, k] * packed B block [k, n]. Rows are swept in groups of
+// `group` (kGemmRowGroup or a multiple): a group of A panels stays in L2
+// while each B panel (in L1) meets all of them.
 template <class T>
 void multiply_packed(ColMajorOut<T> c, const T* pa, const T* pb, int64_t m, int64_t n, int64_t k, int64_t group) {
-  if constexpr (gemm_kernel<T> == GemmKernel::Avx2) {
+  for (int64_t ib = 0; ib < m; ib += group) {
+    const int64_t ie = std::min(m, ib + group);
+    if constexpr (gemm_kernel<T> == GemmKernel::Avx2) {
 #if TXTCLS_SGEMM_AVX2
-    for (int64_t ib = 0; ib < m; ib += group) {
-      const int64_t ie = std::min(m, ib + group);
       for (int64_t j0 = 0; j0 < n; j0 += avx2::kNR)
         for (int64_t i0 = ib; i0 < ie; i0 += avx2::kMR)
           avx2::kernel_16x6(k, pa + i0 * k, pb + j0 * k, c.p + i0 + j0 * c.ld, c.ld, std::min(avx2::kMR, m - i0),
                             std::min(avx2::kNR, n - j0));
-    }
 #endif
-  } else if constexpr (gemm_kernel<T> == GemmKernel::EigenGebp) {
+    } else if constexpr (gemm_kernel<T> == GemmKernel::EigenGebp) {
 #if TXTCLS_EIGEN_GEBP
-    using G = GebpTypes<T>;
-    typename G::Kernel()(typename G::ResMapper(c.p, c.ld), pa, pb, m, k, n, T(1));
+      using G = GebpTypes<T>;
+      typename G::Kernel()(typename G::ResMapper(c.p + ib, c.ld), pa + ib * k, pb, ie - ib, k, n, T(1));
 #endif
+    }
   }
-  (void)c, (void)pa, (void)pb, (void)m, (void)n, (void)k, (void)group;
+  (void)c, (void)pa, (void)pb, (void)n, (void)k;
 }
 
 // A fixed lhs matrix A [M, K], packed once; multiply_add(C, B) then computes C += A B.
@@ -238,7 +243,7 @@ class PackedLhs {
         gemm_reference(c, row_major_ref(pa, rows_, kb, kb), b.block(k, 0, kb, b.cols), true);
       } else {
         pack_b_block(scratch, b.block(k, 0, kb, b.cols));
-        multiply_packed(c, pa, scratch, rows_, b.cols, kb, 128);
+        multiply_packed(c, pa, scratch, rows_, b.cols, kb, kGemmRowGroup);
       }
     }
   }
@@ -260,22 +265,18 @@ void gemm(ColMajorOut<T> c, MatRef<T> a, MatRef<T> b, bool accumulate) {
   if constexpr (gemm_kernel<T> == GemmKernel::EigenProduct) {
     gemm_reference(c, a, b, true);
   } else {
-    // Goto/BLIS order: a packed B block [kc, nc] is swept by A blocks [mc, kc] that stay in
-    // L2. Sizes measured on Zen 3 (AVX2), float.
+    // Per K block, A is packed once (all rows); each B block [kc, nc] is then swept by groups of
+    // A panels that stay in L2 (Goto/BLIS blocking). Sizes measured on Zen 3 (AVX2), float.
     const int64_t kc = gemm_depth_block<T>(K);
     const int64_t nc = std::min<int64_t>(N, 768);
-    const int64_t mc = std::min<int64_t>(M, gemm_kernel<T> == GemmKernel::Avx2 ? 192 : 1024);
-    AlignedVec<T> pa(static_cast<size_t>(packed_a_size<T>(mc, kc))), pb(static_cast<size_t>(packed_b_size<T>(kc, nc)));
-    for (int64_t j = 0; j < N; j += nc) {
-      const int64_t nb = std::min(nc, N - j);
-      for (int64_t k = 0; k < K; k += kc) {
-        const int64_t kb = std::min(kc, K - k);
+    AlignedVec<T> pa(static_cast<size_t>(packed_a_size<T>(M, kc))), pb(static_cast<size_t>(packed_b_size<T>(kc, nc)));
+    for (int64_t k = 0; k < K; k += kc) {
+      const int64_t kb = std::min(kc, K - k);
+      pack_a_block(pa.data(), a.block(0, k, M, kb));
+      for (int64_t j = 0; j < N; j += nc) {
+        const int64_t nb = std::min(nc, N - j);
         pack_b_block(pb.data(), b.block(k, j, kb, nb));
-        for (int64_t i = 0; i < M; i += mc) {
-          const int64_t mb = std::min(mc, M - i);
-          pack_a_block(pa.data(), a.block(i, k, mb, kb));
-          multiply_packed<T>({c.p + i + j * c.ld, c.ld}, pa.data(), pb.data(), mb, nb, kb, mb);
-        }
+        multiply_packed<T>({c.p + j * c.ld, c.ld}, pa.data(), pb.data(), M, nb, kb, kGemmRowGroup);
       }
     }
   }

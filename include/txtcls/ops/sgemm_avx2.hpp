@@ -117,16 +117,6 @@ inline void kernel_16x6(int64_t k, const float* a, const float* b, float* c, int
   }
 }
 
-// C [m, n] += packed A (m rows) * packed B (n cols), both over k. A's micro-panels are the
-// outer loop: each stays in L1 while it meets every B panel.
-inline void multiply_packed(int64_t m, int64_t n, int64_t k, const float* pa, const float* pb, float* c, int64_t ldc) {
-  for (int64_t i0 = 0; i0 < m; i0 += kMR) {
-    const float* ap = pa + (i0 / kMR) * kMR * k;
-    for (int64_t j0 = 0; j0 < n; j0 += kNR)
-      kernel_16x6(k, ap, pb + (j0 / kNR) * kNR * k, c + i0 + j0 * ldc, ldc, std::min(kMR, m - i0), std::min(kNR, n - j0));
-  }
-}
-
 }  // namespace txtcls::detail::avx2
 #else
 #define TXTCLS_SGEMM_AVX2 0
