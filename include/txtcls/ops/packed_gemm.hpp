@@ -178,8 +178,8 @@ void pack_b_block(T* dst, MatRef<T> b) {
 inline constexpr int64_t kGemmRowGroup = 192;
 
 // C [m, n] += packed A block [m, k] * packed B block [k, n]. Rows are swept in groups of
-// `group` (kGemmRowGroup or a multiple): a group of A panels stays in L2
-// while each B panel (in L1) meets all of them.
+// `group` (kGemmRowGroup or a multiple): a group of A panels stays in L2 while each B panel
+// (in L1) meets all of them.
 template <class T>
 void multiply_packed(ColMajorOut<T> c, const T* pa, const T* pb, int64_t m, int64_t n, int64_t k, int64_t group) {
   for (int64_t ib = 0; ib < m; ib += group) {
