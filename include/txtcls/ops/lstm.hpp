@@ -14,7 +14,8 @@
 // How it is fast:
 //  * sequences are ordered longest first, so the live rows of every step are a prefix and the
 //    rows of all steps pack into one [N, *] matrix (N = total valid steps): padding costs
-//    nothing, and the input projection X W_ih^T, dW_ih, dW_hh and dX are one GEMM each;
+//    nothing, and the input projection X W_ih^T, the weight gradients [dW_ih | dW_hh] and dX
+//    are one GEMM each;
 //  * W_hh is packed once per call into the GEMM micro-kernel's layout, so each step only
 //    multiplies the [live, H] state by a ready panel (packed_gemm.hpp);
 //  * the gate nonlinearities, cell and hidden updates are one fused loop per step, forward

@@ -121,7 +121,7 @@ int64_t packed_a_size(int64_t m, int64_t k) {
 template <class T>
 int64_t packed_b_size(int64_t k, int64_t n) {
 #if TXTCLS_SGEMM_AVX2
-  if constexpr (gemm_kernel<T> == GemmKernel::Avx2) n = avx2::panels(n, avx2::kNR) * avx2::kNR;
+  if constexpr (gemm_kernel<T> == GemmKernel::Avx2) n = avx2::BPanels(n).padded();
 #endif
   return std::max<int64_t>(k * n, 1);
 }
@@ -186,10 +186,7 @@ void multiply_packed(ColMajorOut<T> c, const T* pa, const T* pb, int64_t m, int6
     const int64_t ie = std::min(m, ib + group);
     if constexpr (gemm_kernel<T> == GemmKernel::Avx2) {
 #if TXTCLS_SGEMM_AVX2
-      for (int64_t j0 = 0; j0 < n; j0 += avx2::kNR)
-        for (int64_t i0 = ib; i0 < ie; i0 += avx2::kMR)
-          avx2::kernel_16x6(k, pa + i0 * k, pb + j0 * k, c.p + i0 + j0 * c.ld, c.ld, std::min(avx2::kMR, m - i0),
-                            std::min(avx2::kNR, n - j0));
+      avx2::multiply_rows(ib, ie, m, n, k, pa, pb, c.p, c.ld);
 #endif
     } else if constexpr (gemm_kernel<T> == GemmKernel::EigenGebp) {
 #if TXTCLS_EIGEN_GEBP
