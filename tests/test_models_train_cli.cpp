@@ -111,8 +111,9 @@ TEST_CASE("txtcls refuses bad input with one clear line", "[models][cli]") {
 }
 
 // The README's main job: hedwig's full recipe on TREC-6 (BiLSTM 512, 30 epochs, patience 5).
-// About 10 minutes on 2 cores, hence [slow] (ctest -L slow). fastText (bigrams, tuned) reaches
-// 0.85-0.87 on this split; docs/results.md has the side-by-side figures.
+// About 10 minutes on 2 cores, hence [slow] (ctest -L slow). Measured: 0.894-0.898 with 1 or 2
+// threads (the summation order, hence the run, depends on the thread count); fastText (bigrams,
+// tuned on dev) 0.896. The bound leaves room for that spread; docs/results.md has the figures.
 TEST_CASE("txtcls train with the default recipe on TREC", "[models][cli][slow]") {
   const fs::path out = scratch("trec_default");
   Run r = run("train --data " + std::string(TXTCLS_SOURCE_DIR) + "/data/trec --quiet --out " + out.string());
@@ -121,6 +122,6 @@ TEST_CASE("txtcls train with the default recipe on TREC", "[models][cli][slow]")
   auto m = txtcls::models::read_json_file((out / "metrics.json").string());
   const double acc = m["test"]["accuracy"];
   CAPTURE(acc);
-  REQUIRE(acc >= 0.85);
+  REQUIRE(acc >= 0.88);
   fs::remove_all(out);
 }
