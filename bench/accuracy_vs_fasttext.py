@@ -4,13 +4,17 @@ seed) next to fastText (Debian's `fasttext`, -wordNgrams 2, epochs and lr tuned 
 split) on the same train/test splits. Prints a markdown table; each run's metrics stay in --runs.
 
     python3 bench/accuracy_vs_fasttext.py --data-root ../shared/data --datasets trec mr subj sst2 \
-        --txtcls build/bin/txtcls --runs runs/accuracy [--extra "--epochs 10"]
+        --txtcls build/bin/txtcls --runs runs/accuracy [--extra "--epochs 10"] [--seeds 3435 1 2]
+
+With several --seeds each seed is one run of both systems (txtcls --seed S: weights, dropout,
+batch order and dev split; fastText: -seed S and its dev split shuffled with S), and a last row
+gives the mean and standard deviation over the seeds.
 
 fastText sees the text cleaned and lowercased like txtcls's default tokenizer (hedwig's
 clean_string) and is tuned over a grid (epochs x lr) on a dev split: the official one when the
 dataset has it, else a seeded 10% of train (the rest is what it trains on), as txtcls does.
 """
-import argparse, gzip, json, os, random, re, subprocess, sys, tempfile, time
+import argparse, gzip, json, os, random, re, statistics, subprocess, sys, tempfile, time
 
 
 def clean(text):
@@ -36,7 +40,7 @@ def ft_accuracy(model, path):
     return float(re.search(r"P@1\s+([0-9.]+)", out).group(1))
 
 
-def run_fasttext(d, threads, work):
+def run_fasttext(d, threads, work, seed=3435):
     train = read(os.path.join(d, "train.tsv.gz"))
     test = read(os.path.join(d, "test.tsv.gz"))
     devp = os.path.join(d, "dev.tsv.gz")
@@ -44,7 +48,7 @@ def run_fasttext(d, threads, work):
         dev, fit = read(devp), train
     else:
         rows = train[:]
-        random.Random(3435).shuffle(rows)
+        random.Random(seed).shuffle(rows)
         k = len(rows) // 10
         dev, fit = rows[:k], rows[k:]
     for name, rows in (("fit", fit), ("dev", dev), ("test", test)):
@@ -56,7 +60,7 @@ def run_fasttext(d, threads, work):
             m = os.path.join(work, "m")
             subprocess.run(["fasttext", "supervised", "-input", os.path.join(work, "fit.ft"), "-output", m,
                             "-wordNgrams", "2", "-epoch", str(epoch), "-lr", str(lr), "-thread", str(threads),
-                            "-seed", "3435", "-verbose", "0"], check=True)
+                            "-seed", str(seed), "-verbose", "0"], check=True)
             acc = ft_accuracy(m + ".bin", os.path.join(work, "dev.ft"))
             if best is None or acc > best[0]:
                 best = (acc, epoch, lr, ft_accuracy(m + ".bin", os.path.join(work, "test.ft")))
@@ -72,27 +76,36 @@ def main():
     ap.add_argument("--runs", default="runs/accuracy")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--extra", default="", help="extra txtcls train arguments, e.g. '--epochs 10'")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[3435])
     ap.add_argument("--skip-txtcls", action="store_true", help="only (re)run fastText; read txtcls metrics from --runs")
     args = ap.parse_args()
     rows = []
     for ds in args.datasets:
         d = os.path.join(args.data_root, ds)
-        out = os.path.join(args.runs, ds)
-        if not args.skip_txtcls:
-            cmd = [args.txtcls, "train", "--data", d, "--out", out, "--threads", str(args.threads)] + args.extra.split()
-            print("+", " ".join(cmd), file=sys.stderr, flush=True)
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        m = json.load(open(os.path.join(out, "metrics.json")))
-        with tempfile.TemporaryDirectory() as work:
-            ft = run_fasttext(d, args.threads, work)
-        rows.append((ds, m, ft))
-        print(f"{ds}: txtcls {m['test']['accuracy']:.4f}  fastText {ft['test_accuracy']:.4f}", file=sys.stderr, flush=True)
-    print("| dataset | LSTM_reg test acc | macro-F1 | best epoch / run | train time | fastText test acc | fastText (epoch, lr) |")
-    print("|---|---:|---:|---:|---:|---:|---|")
-    for ds, m, ft in rows:
-        print(f"| {ds} | {m['test']['accuracy']:.4f} | {m['test']['macro_f1']:.4f} | {m['best_epoch']} / {m['epochs_run']} "
+        for seed in args.seeds:
+            out = os.path.join(args.runs, ds if len(args.seeds) == 1 else f"{ds}-seed{seed}")
+            if not args.skip_txtcls:
+                cmd = [args.txtcls, "train", "--data", d, "--out", out, "--threads", str(args.threads),
+                       "--seed", str(seed)] + args.extra.split()
+                print("+", " ".join(cmd), file=sys.stderr, flush=True)
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            m = json.load(open(os.path.join(out, "metrics.json")))
+            with tempfile.TemporaryDirectory() as work:
+                ft = run_fasttext(d, args.threads, work, seed)
+            rows.append((ds, seed, m, ft))
+            print(f"{ds} seed {seed}: txtcls {m['test']['accuracy']:.4f}  fastText {ft['test_accuracy']:.4f}",
+                  file=sys.stderr, flush=True)
+    print("| dataset | seed | LSTM_reg test acc | macro-F1 | best epoch / run | train time | fastText test acc | fastText (epoch, lr) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for ds, seed, m, ft in rows:
+        print(f"| {ds} | {seed} | {m['test']['accuracy']:.4f} | {m['test']['macro_f1']:.4f} | {m['best_epoch']} / {m['epochs_run']} "
               f"| {m['train_seconds'] / 60:.1f} min | {ft['test_accuracy']:.4f} | ({ft['epoch']}, {ft['lr']}) |")
-
+    if len(args.seeds) > 1:
+        for ds in args.datasets:
+            ours = [m["test"]["accuracy"] for d_, _, m, _ in rows if d_ == ds]
+            theirs = [ft["test_accuracy"] for d_, _, _, ft in rows if d_ == ds]
+            print(f"| {ds} | mean ± sd | {statistics.mean(ours):.4f} ± {statistics.stdev(ours):.4f} | | | "
+                  f"| {statistics.mean(theirs):.4f} ± {statistics.stdev(theirs):.4f} | |")
 
 if __name__ == "__main__":
     main()

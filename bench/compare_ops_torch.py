@@ -29,7 +29,7 @@ def main():
     torch.set_num_threads(args.threads)
 
     out = subprocess.run([args.bench, "--threads", str(args.threads), "--benchmark_format=json",
-                          f"--benchmark_min_time={args.min_time}s"], check=True, capture_output=True, text=True).stdout
+                          f"--benchmark_min_time={args.min_time}"], check=True, capture_output=True, text=True).stdout
     ours = {b["name"]: b["real_time"] / 1e3 for b in json.loads(out)["benchmarks"]}  # ms -> s
 
     g = torch.Generator().manual_seed(0)
