@@ -24,6 +24,8 @@
 #include "txtcls/train/ema.hpp"
 #include "txtcls/train/metrics.hpp"
 #include "txtcls/nn/lstm.hpp"
+#include "txtcls/ops/attention.hpp"
+#include "txtcls/nn/attention.hpp"
 #include "txtcls/ops/relative_position.hpp"
 #include "txtcls/nn/relative_attention.hpp"
 #include "txtcls/ops/graph_attention.hpp"

@@ -1,0 +1,425 @@
+#pragma once
+// Building blocks of the fused attention kernels (ops/attention_kernels.hpp):
+//   - the problem description (operands as strided rows, score terms with broadcast strides);
+//   - block products on packed operands (packed_gemm.hpp's kernels, one thread, no allocation);
+//   - a vectorised exp that writes exact zeros below the smallest normal result;
+//   - the score terms (bias, additive mask, boolean mask, causal diagonal) and the dropout
+//     factors of one tile.
+// A tile holds the scores of query rows [i0, i0 + rows) against keys [j0, j0 + cols); element
+// (i, j) lives at s[i * ti + j * tj]. The forward runs queries down the columns (ti = 1), the
+// backward keys (tj = 1): in each, the tile is the left operand of the products that follow, in
+// the micro-kernel's packed layout (16-row panels, see kPanelTiles) when it has one.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "txtcls/ops/dropout.hpp"
+#include "txtcls/ops/packed_gemm.hpp"
+
+namespace txtcls::detail::attn {
+
+// A [B, H, L, W] operand with unit stride along W: row (b, h, i) starts at p + b*sb + h*sh + i*si.
+template <class U>
+struct Rows {
+  U* p = nullptr;
+  int64_t sb = 0, sh = 0, si = 0;
+  U* row(int64_t b, int64_t h, int64_t i) const { return p + b * sb + h * sh + i * si; }
+};
+
+// A term broadcast to the scores [B, H, Lq, Lk] (bias, additive mask, boolean mask, or the bias
+// gradient): element (b, h, i, j) at p[b*sb + h*sh + i*si + j*sj]; p is null when absent.
+template <class U>
+struct Term {
+  U* p = nullptr;
+  int64_t sb = 0, sh = 0, si = 0, sj = 0;
+  explicit operator bool() const { return p != nullptr; }
+  U* at(int64_t b, int64_t h, int64_t i, int64_t j) const { return p + b * sb + h * sh + i * si + j * sj; }
+};
+
+template <class T>
+struct Problem {
+  int64_t B = 0, H = 0, Lq = 0, Lk = 0, D = 0, Dv = 0;
+  Rows<const T> q, k, v;
+  T scale = 1;
+  const int64_t* key_lengths = nullptr;  // [B], or null
+  bool causal = false;
+  int64_t diag = 0;  // Lk - Lq: under `causal`, query i sees keys j <= i + diag
+  Term<const T> bias, mask;
+  Term<const uint8_t> allowed;
+  double dropout_p = 0;  // dropout on the probabilities; mask element (b,h,i,j) = keep(seed, base, index)
+  uint64_t seed = 0, base = 0;
+  T drop_scale = 1;
+  int64_t bq = 64, bk = 64;  // query rows and keys per tile
+
+  bool dropout() const { return dropout_p > 0; }
+  int64_t key_end(int64_t b) const { return key_lengths ? key_lengths[b] : Lk; }
+  // Keys [0, end) can be visible to some query of [i0, i1).
+  int64_t key_end(int64_t b, int64_t i1) const {
+    int64_t e = key_end(b);
+    if (causal) e = std::min(e, std::max<int64_t>(0, i1 + diag));
+    return e;
+  }
+  // Whether every key of [j0, j1) is on or below the causal diagonal for query i0 (hence for all
+  // later queries): such a tile needs no per-element causal mask.
+  bool below_diagonal(int64_t i0, int64_t j1) const { return !causal || j1 - 1 <= i0 + diag; }
+  // Index of dropout mask element (b, h, i, j): the row-major position in [B, H, Lq, Lk].
+  uint64_t drop_index(int64_t b, int64_t h, int64_t i, int64_t j) const {
+    return static_cast<uint64_t>(((b * H + h) * Lq + i) * Lk + j);
+  }
+};
+
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// ---------------------------------------------------------------- block products
+// Elements reserved for one packed operand: a multiple of 64 bytes, so operands laid out one
+// after another in a buffer all start aligned (the packing routines store aligned vectors).
+template <class T>
+int64_t lhs_size(int64_t m, int64_t k) {
+  return round_up(packed_a_size<T>(m, k), 64 / static_cast<int64_t>(sizeof(T)));
+}
+template <class T>
+int64_t rhs_size(int64_t k, int64_t n) {
+  return round_up(packed_b_size<T>(k, n), 64 / static_cast<int64_t>(sizeof(T)));
+}
+
+// Whether score tiles are kept in the AVX2 kernel's packed-left-operand layout (16-row panels),
+// which saves packing P and dS before the products that consume them. Other kernels pack.
+template <class T>
+inline constexpr bool kPanelTiles = gemm_kernel<T> == GemmKernel::Avx2;
+
+// Packs A [m, k] (left operand). Without a packed kernel, a row-major copy.
+template <class T>
+void pack_lhs(T* dst, MatRef<T> a) {
+  pack_a_block(dst, a);
+}
+
+#if TXTCLS_SGEMM_AVX2
+// avx2::pack_b for a B whose columns are contiguous (rs == 1), e.g. dS^T read from a tile of
+// dS rows: 8 steps of k at a time, the panel's columns are loaded as vectors and transposed in
+// registers (pack_b's generic loop would move one float at a time).
+// Writes steps [k0, k0 + k) of a packed B of depth `depth` (default: the whole of it).
+inline void pack_b_columns_avx2(float* dst, const float* p, int64_t k, int64_t n, int64_t cs, int64_t depth = -1,
+                                int64_t k0 = 0) {
+  if (depth < 0) depth = k;
+  const avx2::BPanels plan(n);
+  for (int64_t q = 0; q < plan.count(); ++q) {
+    const int64_t w = plan.width(q), j0 = plan.first_col(q), cols = std::min(w, n - j0);
+    float* d0 = dst + j0 * depth + k0 * w;
+    int64_t i = 0;
+    for (; i + 8 <= k; i += 8) {
+      __m256 r[8];
+      for (int64_t c = 0; c < 8; ++c) r[c] = c < cols ? _mm256_loadu_ps(p + i + (j0 + c) * cs) : _mm256_setzero_ps();
+      // 8 x 8 transpose: afterwards r[t] holds step i + t of the panel's columns.
+      const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+      const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+      const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+      const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+      const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+      const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+      r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+      r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+      r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+      r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+      r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+      r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+      r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+      // Masked stores are slow on AMD: a 6-wide step is stored as 8 floats whose last two are
+      // overwritten by the next step; the panel's last step is stored as 4 + 2.
+      if (w == 6)
+        for (int64_t t = 0; t < 8; ++t) {
+          float* d = d0 + (i + t) * 6;
+          if (k0 + i + t + 1 < depth) {
+            _mm256_storeu_ps(d, r[t]);
+          } else {
+            _mm_storeu_ps(d, _mm256_castps256_ps128(r[t]));
+            _mm_storel_pi(reinterpret_cast<__m64*>(d + 4), _mm256_extractf128_ps(r[t], 1));
+          }
+        }
+      else
+        for (int64_t t = 0; t < 8; ++t) _mm_storeu_ps(d0 + (i + t) * 4, _mm256_castps256_ps128(r[t]));
+    }
+    for (; i < k; ++i)
+      for (int64_t c = 0; c < w; ++c) d0[i * w + c] = c < cols ? p[i + (j0 + c) * cs] : 0.0f;
+  }
+}
+
+// Packs B [k, n] from a panel tile (multiply's `panels` layout): element (kk, c) at
+// tile[(kk / 16) * panel + kk % 16 + 16 * c]; each 16 steps of k are one block of contiguous columns.
+inline void pack_b_from_panels_avx2(float* dst, const float* tile, int64_t k, int64_t n, int64_t panel) {
+  for (int64_t k0 = 0; k0 < k; k0 += 16)
+    pack_b_columns_avx2(dst, tile + (k0 / 16) * panel, std::min<int64_t>(16, k - k0), n, 16, k, k0);
+}
+#endif
+
+// Packs B [k, n] (right operand). Without a packed kernel, a row-major copy.
+template <class T>
+void pack_rhs(T* dst, MatRef<T> b) {
+#if TXTCLS_SGEMM_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    if (b.rs == 1 && b.cs != 1 && b.cols > 1) {
+      pack_b_columns_avx2(dst, b.p, b.rows, b.cols, b.cs);
+      return;
+    }
+  }
+#endif
+  if constexpr (gemm_kernel<T> == GemmKernel::EigenProduct) {
+    for (int64_t i = 0; i < b.rows; ++i)
+      for (int64_t j = 0; j < b.cols; ++j) dst[i * b.cols + j] = b.p[i * b.rs + j * b.cs];
+  } else {
+    pack_b_block(dst, b);
+  }
+}
+
+// C [m, n] (column-major) = or += packed A [m, k] * packed B [k, n]; one thread.
+// With the AVX2 kernel: while all of A fits in half of L1 (16 KiB), B panels outside and A
+// inside, as avx2::multiply_rows does; a larger A (head dim 128) runs A panels outside, so each
+// stays in L1 while B streams past it at 24 bytes per step of k rather than A at 64. (On Zen 3
+// the two orders measured the same at this op's sizes, within the noise of a shared machine.)
+//
+// panels (kPanelTiles only): C is written in the layout of a packed left operand instead, rows
+// [16 p, 16 p + 16) as a 16 x n column-major block at c.p + 16 p n (c.ld unused), so that a tile
+// of scores is, once turned into probabilities, already packed for the next product. The kernel
+// never writes rows past m of the last block; they are zero when the product does not accumulate.
+template <class T>
+void multiply(ColMajorOut<T> c, const T* pa, const T* pb, int64_t m, int64_t n, int64_t k, bool accumulate,
+              bool panels = false) {
+  if (!accumulate) {
+    if (panels) std::fill(c.p, c.p + round_up(m, 16) * n, T(0));
+    else zero_result(c, m, n);
+  }
+  if (m == 0 || n == 0 || k == 0) return;
+  if constexpr (gemm_kernel<T> == GemmKernel::Avx2) {
+#if TXTCLS_SGEMM_AVX2
+    const avx2::BPanels plan(n);
+    auto tile = [&](int64_t i, int64_t q) {
+      const int64_t rows = std::min(avx2::kMR, m - i), j0 = plan.first_col(q), cols = std::min(plan.width(q), n - j0);
+      float* ct = panels ? c.p + i * n + j0 * avx2::kMR : c.p + i + j0 * c.ld;
+      const int64_t ldc = panels ? avx2::kMR : c.ld;
+      if (plan.width(q) == 6)
+        avx2::kernel_16x6(k, pa + i * k, pb + j0 * k, ct, ldc, rows, cols);
+      else
+        avx2::kernel_16x4(k, pa + i * k, pb + j0 * k, ct, ldc, rows, cols);
+    };
+    if (m * k * static_cast<int64_t>(sizeof(float)) <= 16384) {
+      for (int64_t q = 0; q < plan.count(); ++q)
+        for (int64_t i = 0; i < m; i += avx2::kMR) tile(i, q);
+    } else {
+      for (int64_t i = 0; i < m; i += avx2::kMR)
+        for (int64_t q = 0; q < plan.count(); ++q) tile(i, q);
+    }
+#endif
+  } else if constexpr (gemm_kernel<T> == GemmKernel::EigenProduct) {
+    gemm_reference(c, row_major_ref(pa, m, k, k), row_major_ref(pb, k, n, n), true);
+  } else {
+    multiply_packed(c, pa, pb, m, n, k, kGemmRowGroup);
+  }
+}
+
+// ---------------------------------------------------------------- exp
+// Below this argument exp() is no longer a normal number: the kernels write exact 0 instead, so
+// masked scores (-inf) give 0 and no denormal reaches the products (they are slow on x86).
+template <class T>
+inline constexpr T kExpFloor = std::is_same_v<T, float> ? T(-87.33654475f) : T(-708.3964185322641);
+
+template <class T>
+T exp_or_zero(T a) {
+  return a < kExpFloor<T> ? T(0) : std::exp(a);
+}
+
+#if TXTCLS_SGEMM_AVX2
+// exp of 8 floats: Cephes' expf (range reduction by ln 2 in two parts, degree-6 polynomial),
+// within 2 ulp of std::exp; 0 below kExpFloor, NaN stays NaN. Arguments here are <= ~0.
+inline __m256 exp8(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(kExpFloor<float>);
+  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_max_ps(lo, x);  // max/min return their second operand for a NaN: it survives
+  x = _mm256_min_ps(_mm256_set1_ps(88.0f), x);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
+}
+#endif
+
+// Replaces x[0, n) (arguments) by their exp, flushed below kExpFloor, through Eigen's vectorised exp.
+template <class T>
+void exp_in_place(T* x, int64_t n) {
+  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+  constexpr int64_t kChunk = 64;
+  alignas(64) T arg[kChunk];
+  for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
+    const int64_t w = std::min(kChunk, n - i0);
+    std::copy(x + i0, x + i0 + w, arg);
+    Eigen::Map<Arr>(x + i0, w) = Eigen::Map<const Arr>(arg, w).exp();
+#pragma omp simd
+    for (int64_t i = 0; i < w; ++i) x[i0 + i] = arg[i] < kExpFloor<T> ? T(0) : x[i0 + i];
+  }
+}
+
+// x[i] = exp(x[i] - m) (a backward tile column: one query, many keys).
+template <class T>
+void exp_sub(T* x, T m, int64_t n) {
+#if TXTCLS_SGEMM_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    int64_t i = 0;
+    const __m256 mv = _mm256_set1_ps(m);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv)));
+    for (; i < n; ++i) x[i] = exp_or_zero(x[i] - m);
+    return;
+  }
+#endif
+#pragma omp simd
+  for (int64_t r = 0; r < n; ++r) x[r] -= m;
+  exp_in_place(x, n);
+}
+
+// ---------------------------------------------------------------- softmax steps
+// The online-softmax step of one forward row (its scores s[j * stride], one key block). m (the
+// running max) takes the block's max, s becomes exp(S - m), l = l * alpha + rowsum(s), and the
+// returned alpha = exp(m_old - m_new) rescales what the row accumulated before. A row with
+// nothing visible yet keeps m = -inf, s = 0, alpha = 1.
+template <class T>
+T softmax_row_step(T* s, int64_t stride, int64_t cols, T& m, T& l) {
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  T mx = m;
+  for (int64_t j = 0; j < cols; ++j) mx = std::max(mx, s[j * stride]);
+  const T alpha = mx == m ? T(1) : std::exp(m - mx);  // m = -inf, mx finite: 0
+  const T mu = mx == kNegInf ? T(0) : mx;
+  T sum = 0;
+  for (int64_t j = 0; j < cols; ++j) sum += s[j * stride] = exp_or_zero(s[j * stride] - mu);
+  m = mx;
+  l = l * alpha + sum;
+  return alpha;
+}
+
+// The same step for every row of a forward tile, whose element (i, j) is at
+// s[(i / 16) * panel + i % 16 + j * cs]: a column-major tile has panel = 16 and cs = rows, a panel
+// tile (kPanelTiles) panel = 16 * cols and cs = 16. Returns whether some alpha differs from 1.
+// The AVX2 path keeps 8 rows' statistics in registers across the block's keys.
+template <class T>
+bool softmax_step(T* s, int64_t rows, int64_t cols, int64_t panel, int64_t cs, T* m, T* l, T* alpha) {
+  int64_t i = 0;
+  bool rescale = false;
+  auto row = [&](int64_t r) { return s + (r / 16) * panel + r % 16; };
+#if TXTCLS_SGEMM_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+    for (; i + 8 <= rows; i += 8) {
+      float* si = row(i);  // 8 rows: contiguous in either layout
+      const __m256 m_old = _mm256_loadu_ps(m + i);
+      __m256 mx = m_old;
+      for (int64_t j = 0; j < cols; ++j) mx = _mm256_max_ps(mx, _mm256_loadu_ps(si + j * cs));
+      const __m256 a = _mm256_blendv_ps(exp8(_mm256_sub_ps(m_old, mx)), one, _mm256_cmp_ps(m_old, mx, _CMP_EQ_OQ));
+      rescale = rescale || _mm256_movemask_ps(_mm256_cmp_ps(a, one, _CMP_NEQ_UQ)) != 0;
+      const __m256 mu = _mm256_blendv_ps(mx, zero, _mm256_cmp_ps(mx, ninf, _CMP_EQ_OQ));
+      __m256 sum0 = zero, sum1 = zero;
+      int64_t j = 0;
+      for (; j + 2 <= cols; j += 2) {
+        float* c0 = si + j * cs;
+        const __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(c0), mu));
+        const __m256 e1 = exp8(_mm256_sub_ps(_mm256_loadu_ps(c0 + cs), mu));
+        _mm256_storeu_ps(c0, e0);
+        _mm256_storeu_ps(c0 + cs, e1);
+        sum0 = _mm256_add_ps(sum0, e0);
+        sum1 = _mm256_add_ps(sum1, e1);
+      }
+      if (j < cols) {
+        float* c0 = si + j * cs;
+        const __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(c0), mu));
+        _mm256_storeu_ps(c0, e0);
+        sum0 = _mm256_add_ps(sum0, e0);
+      }
+      _mm256_storeu_ps(m + i, mx);
+      _mm256_storeu_ps(alpha + i, a);
+      _mm256_storeu_ps(l + i, _mm256_fmadd_ps(_mm256_loadu_ps(l + i), a, _mm256_add_ps(sum0, sum1)));
+    }
+  }
+#endif
+  for (; i < rows; ++i) {
+    alpha[i] = softmax_row_step(row(i), cs, cols, m[i], l[i]);
+    rescale = rescale || alpha[i] != T(1);
+  }
+  return rescale;
+}
+
+// One backward tile column (query i, its keys contiguous): p = exp(s - lse) in place and
+// u = p * (u - delta): u enters as dP = dO V^T and leaves as dS (no dropout).
+template <class T>
+void probs_and_score_grad(T* p, T* u, T lse, T delta, int64_t n) {
+  int64_t j = 0;
+#if TXTCLS_SGEMM_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    const __m256 lv = _mm256_set1_ps(lse), dv = _mm256_set1_ps(delta);
+    for (; j + 8 <= n; j += 8) {
+      const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p + j), lv));
+      _mm256_storeu_ps(p + j, e);
+      _mm256_storeu_ps(u + j, _mm256_mul_ps(e, _mm256_sub_ps(_mm256_loadu_ps(u + j), dv)));
+    }
+    for (; j < n; ++j) {
+      p[j] = exp_or_zero(p[j] - lse);
+      u[j] = p[j] * (u[j] - delta);
+    }
+    return;
+  }
+#endif
+  exp_sub(p, lse, n);
+#pragma omp simd
+  for (int64_t r = j; r < n; ++r) u[r] = p[r] * (u[r] - delta);
+}
+
+// ---------------------------------------------------------------- score terms
+template <class T>
+struct Tile {
+  T* s;
+  int64_t ti, tj;          // element (i, j) at s[i * ti + j * tj]
+  int64_t rows, cols;      // queries, keys
+  int64_t i0, j0;          // first query, first key
+};
+
+// Adds the bias and the additive mask to a tile of scaled scores, then writes -inf where the
+// boolean mask or the causal diagonal hides a key.
+template <class T>
+void apply_terms(const Problem<T>& p, const Tile<T>& t, int64_t b, int64_t h) {
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  const bool diagonal = !p.below_diagonal(t.i0, t.j0 + t.cols);
+  if (!p.bias && !p.mask && !p.allowed && !diagonal) return;
+  for (int64_t i = 0; i < t.rows; ++i) {
+    T* row = t.s + i * t.ti;
+    const int64_t qi = t.i0 + i;
+    for (const Term<const T>* term : {&p.bias, &p.mask}) {
+      if (!*term) continue;
+      const T* src = term->at(b, h, qi, t.j0);
+      const int64_t sj = term->sj;
+      for (int64_t j = 0; j < t.cols; ++j) row[j * t.tj] += src[j * sj];
+    }
+    if (p.allowed) {
+      const uint8_t* src = p.allowed.at(b, h, qi, t.j0);
+      const int64_t sj = p.allowed.sj;
+      for (int64_t j = 0; j < t.cols; ++j)
+        if (!src[j * sj]) row[j * t.tj] = kNegInf;
+    }
+    if (diagonal)  // keys after qi + diag are hidden
+      for (int64_t j = std::max<int64_t>(0, qi + p.diag + 1 - t.j0); j < t.cols; ++j) row[j * t.tj] = kNegInf;
+  }
+}
+
+// The dropout factor (0 or 1 / (1 - p)) of mask element `index`: the rule of ops/dropout.hpp.
+template <class T>
+T drop_factor(const Problem<T>& p, uint64_t index) {
+  return dropout_keep(p.seed, p.base, index, p.dropout_p) ? p.drop_scale : T(0);
+}
+
+}  // namespace txtcls::detail::attn
