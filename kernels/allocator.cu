@@ -1,18 +1,23 @@
 // Caching device allocator: blocks are rounded to size classes (512 B granularity below 1 MiB,
-// 2 MiB above) and kept in per-device free lists on release, so a training step's allocations
-// are served from the cache after the first step. All work is on the default stream, so a
-// freed block can be reused by the next kernel without an event.
+// 2 MiB above) and kept on release in free lists per device and stream, so a training step's
+// allocations are served from the cache after the first step. A block is reused only on the
+// stream that allocated it: work on one stream runs in order, so the next kernel that gets the
+// block cannot overtake the last one that used it, and no event is needed.
+#include <atomic>
 #include <map>
 #include <mutex>
+#include <tuple>
 #include <unordered_map>
-#include <vector>
 
-#include "cuda_check.cuh"
+#include "launch.cuh"
 #include "txtcls/cuda/runtime.hpp"
 #include "txtcls/tensor/storage.hpp"
 
 namespace txtcls::cuda {
 namespace {
+
+thread_local cudaStream_t tls_stream = nullptr;
+std::atomic<bool> poison_allocations{false};
 
 size_t round_size(size_t bytes) {
   constexpr size_t kSmall = 512, kLarge = size_t(2) << 20;
@@ -20,38 +25,52 @@ size_t round_size(size_t bytes) {
   return (bytes + kLarge - 1) / kLarge * kLarge;
 }
 
+// Makes `index` the current device for the scope and restores the caller's afterwards.
+struct DeviceGuard {
+  int prev = 0;
+  explicit DeviceGuard(int index) {
+    TXTCLS_CUDA_CHECK(cudaGetDevice(&prev));
+    if (prev != index) TXTCLS_CUDA_CHECK(cudaSetDevice(index));
+  }
+  ~DeviceGuard() { cudaSetDevice(prev); }
+};
+
 class CachingAllocator final : public Allocator {
  public:
   void* allocate(size_t bytes, Device d) override {
     if (bytes == 0) return nullptr;
     const size_t size = round_size(bytes);
+    cudaStream_t stream = active_stream();
     std::lock_guard<std::mutex> lock(mu_);
     auto& dev = devices_[d.index];
     void* p = nullptr;
-    auto it = dev.free.lower_bound(size);
-    // Reuse a cached block of the same class (or at most twice as large, to bound waste).
-    if (it != dev.free.end() && it->first <= 2 * size) {
+    // Reuse a cached block of this stream and size class (or at most twice as large, to bound waste).
+    auto it = dev.free.lower_bound({stream, size});
+    if (it != dev.free.end() && std::get<0>(it->first) == stream && std::get<1>(it->first) <= 2 * size) {
       p = it->second;
       dev.stats.cache_hits++;
-      dev.block_size[p] = it->first;
       dev.free.erase(it);
     } else {
-      int prev = 0;
-      TXTCLS_CUDA_CHECK(cudaGetDevice(&prev));
-      TXTCLS_CUDA_CHECK(cudaSetDevice(d.index));
+      DeviceGuard guard(d.index);
       cudaError_t e = cudaMalloc(&p, size);
-      if (e == cudaErrorMemoryAllocation) {  // free the cache and retry once
+      if (e == cudaErrorMemoryAllocation) {  // give the cache back and retry once
         cudaGetLastError();
-        release_cached(d.index, dev);
+        release_cached(dev);
         e = cudaMalloc(&p, size);
       }
-      cudaSetDevice(prev);
-      TXTCLS_CUDA_CHECK(e);
-      dev.block_size[p] = size;
+      TXTCLS_CHECK(e == cudaSuccess, "cuda allocator: cudaMalloc of ", size, " bytes on cuda:", d.index, " failed: ",
+                   cudaGetErrorName(e), " (", cudaGetErrorString(e), "); in use ", dev.stats.bytes_in_use,
+                   " bytes, reserved ", dev.stats.bytes_reserved);
+      dev.blocks[p] = Block{size, stream};
       dev.stats.bytes_reserved += size;
       dev.stats.num_allocs++;
     }
-    dev.stats.bytes_in_use += dev.block_size[p];
+    const Block& b = dev.blocks.at(p);
+    if (poison_allocations.load(std::memory_order_relaxed)) {
+      DeviceGuard guard(d.index);
+      TXTCLS_CUDA_CHECK(cudaMemsetAsync(p, 0xFF, b.size, stream));
+    }
+    dev.stats.bytes_in_use += b.size;
     dev.stats.peak_in_use = std::max(dev.stats.peak_in_use, dev.stats.bytes_in_use);
     return p;
   }
@@ -60,9 +79,9 @@ class CachingAllocator final : public Allocator {
     if (!p) return;
     std::lock_guard<std::mutex> lock(mu_);
     auto& dev = devices_[d.index];
-    size_t size = dev.block_size.at(p);
-    dev.stats.bytes_in_use -= size;
-    dev.free.emplace(size, p);
+    const Block& b = dev.blocks.at(p);
+    dev.stats.bytes_in_use -= b.size;
+    dev.free.emplace(std::make_tuple(b.stream, b.size), p);
   }
 
   void copy(void* dst, Device dd, const void* src, Device sd, size_t bytes) override {
@@ -70,7 +89,10 @@ class CachingAllocator final : public Allocator {
     cudaMemcpyKind kind = dd.is_cpu() ? cudaMemcpyDeviceToHost
                           : sd.is_cpu() ? cudaMemcpyHostToDevice
                                         : cudaMemcpyDeviceToDevice;
-    TXTCLS_CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
+    cudaStream_t stream = active_stream();
+    TXTCLS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream));
+    // A host buffer may be released (or read) as soon as this returns.
+    if (kind != cudaMemcpyDeviceToDevice) TXTCLS_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
 
   MemoryStats stats(int device) {
@@ -78,29 +100,42 @@ class CachingAllocator final : public Allocator {
     return devices_[device].stats;
   }
 
+  void reset_peak(int device) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& s = devices_[device].stats;
+    s.peak_in_use = s.bytes_in_use;
+  }
+
   void empty_cache() {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [idx, dev] : devices_) release_cached(idx, dev);
+    for (auto& [idx, dev] : devices_) {
+      DeviceGuard guard(idx);
+      release_cached(dev);
+    }
   }
 
  private:
+  struct Block {
+    size_t size = 0;
+    cudaStream_t stream = nullptr;
+  };
   struct DeviceState {
-    std::multimap<size_t, void*> free;             // cached blocks by size
-    std::unordered_map<void*, size_t> block_size;  // every live or cached block
+    std::multimap<std::tuple<cudaStream_t, size_t>, void*> free;  // cached blocks by stream, size
+    std::unordered_map<void*, Block> blocks;                      // every live or cached block
     MemoryStats stats;
   };
 
-  void release_cached(int index, DeviceState& dev) {
-    int prev = 0;
-    cudaGetDevice(&prev);
-    cudaSetDevice(index);
-    for (auto& [size, p] : dev.free) {
+  // The device must be current. Waits for pending work: a cached block may still be in use by
+  // a kernel queued before it was released.
+  void release_cached(DeviceState& dev) {
+    if (dev.free.empty()) return;
+    cudaDeviceSynchronize();
+    for (auto& [key, p] : dev.free) {
       cudaFree(p);
-      dev.block_size.erase(p);
-      dev.stats.bytes_reserved -= size;
+      dev.blocks.erase(p);
+      dev.stats.bytes_reserved -= std::get<1>(key);
     }
     dev.free.clear();
-    cudaSetDevice(prev);
   }
 
   std::mutex mu_;
@@ -114,6 +149,9 @@ CachingAllocator& allocator() {
 
 }  // namespace
 
+cudaStream_t active_stream() { return tls_stream; }
+void* current_stream() { return tls_stream; }
+
 int device_count() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -125,10 +163,13 @@ int device_count() {
 
 void register_backend() { register_cuda_allocator(&allocator()); }
 MemoryStats memory_stats(int device) { return allocator().stats(device); }
+void reset_peak_stats(int device) { allocator().reset_peak(device); }
 void empty_cache() { allocator().empty_cache(); }
 void synchronize(int device) {
-  TXTCLS_CUDA_CHECK(cudaSetDevice(device));
+  DeviceGuard guard(device);
   TXTCLS_CUDA_CHECK(cudaDeviceSynchronize());
 }
+void set_current_stream(void* stream) { tls_stream = static_cast<cudaStream_t>(stream); }
+void set_poison_allocations(bool on) { poison_allocations.store(on); }
 
 }  // namespace txtcls::cuda

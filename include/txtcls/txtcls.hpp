@@ -2,6 +2,7 @@
 // txtcls: text classification models on a small tensor/autograd core. Umbrella header.
 #include "txtcls/core/config.hpp"
 #include "txtcls/core/error.hpp"
+#include "txtcls/cuda/runtime.hpp"
 #include "txtcls/tensor.hpp"
 #include "txtcls/ops/matmul.hpp"
 #include "txtcls/ops/max.hpp"

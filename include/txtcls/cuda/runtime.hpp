@@ -19,8 +19,19 @@ struct MemoryStats {
 int device_count();                 // 0 when no GPU or no driver
 void register_backend();            // registers the allocator with the core (idempotent)
 MemoryStats memory_stats(int device = 0);
+void reset_peak_stats(int device = 0);
 void empty_cache();                 // returns cached blocks to the driver
 void synchronize(int device = 0);
+
+// Streams. Kernels, copies and allocations of the calling thread go to its current stream: the
+// legacy default stream unless set here. A cached block is reused only on the stream it was
+// allocated on, so reuse is ordered without events. The handle is a cudaStream_t.
+void* current_stream();
+void set_current_stream(void* stream);  // nullptr: back to the default stream
+
+// Testing aid: every block handed out is first filled with 0xFF bytes (NaN in float and double),
+// so a kernel that leaves part of its output unwritten is caught by a comparison.
+void set_poison_allocations(bool on);
 #else
 inline int device_count() { return 0; }
 #endif

@@ -20,15 +20,12 @@
 // Evaluation calls (training == false) reserve nothing.
 #include <vector>
 
+#include "txtcls/cuda/dropout.hpp"
+#include "txtcls/ops/dropout_mask.hpp"
 #include "txtcls/tensor/random.hpp"
 #include "txtcls/tensor/views.hpp"
 
 namespace txtcls {
-
-// Whether mask element i of the draw (seed, base) survives dropout with probability p.
-TXTCLS_HD bool dropout_keep(uint64_t seed, uint64_t base, uint64_t i, double p) {
-  return philox_uniform(seed, base, i) >= p;
-}
 
 namespace detail {
 
@@ -85,17 +82,25 @@ void apply_shared_mask(const T* x, T* y, int64_t A, int64_t M, int64_t K, int64_
 template <class T>
 Tensor<T> shared_mask_dropout(const Tensor<T>& x, int64_t A, int64_t M, int64_t K, int64_t Km, double p,
                               Generator& gen, const char* op) {
-  require_cpu(x, op);
   const uint64_t seed = gen.seed(), base = gen.reserve(static_cast<uint64_t>(A * Km));
   const T scale = dropout_scale<T>(p);
-  Tensor<T> xc = x.detach().contiguous();
-  Tensor<T> out(x.shape());
-  apply_shared_mask(xc.data(), out.data(), A, M, K, Km, dropout_factors<T>(A * Km, seed, base, p, scale));
-  autograd::record<T>(out, op, {x}, [=](const Tensor<T>& g, const std::vector<bool>&) {
-    Tensor<T> gc = g.contiguous();
-    Tensor<T> gx(gc.shape());
-    apply_shared_mask(gc.data(), gx.data(), A, M, K, Km, dropout_factors<T>(A * Km, seed, base, p, scale));
-    return std::vector<Tensor<T>>{gx};
+  // y = x * factor on x's device; the backward applies the same redrawn factors to g.
+  auto apply = [=](const Tensor<T>& in) {
+    Tensor<T> c = in.detach().contiguous();
+    Tensor<T> y(c.shape(), c.device());
+#ifdef TXTCLS_WITH_CUDA
+    if (c.device().is_cuda()) {
+      cuda::shared_mask_dropout<T>(c.data(), y.data(), A, M, K, Km, seed, base, p, scale);
+      return y;
+    }
+#endif
+    require_cpu(c, op);
+    apply_shared_mask(c.data(), y.data(), A, M, K, Km, dropout_factors<T>(A * Km, seed, base, p, scale));
+    return y;
+  };
+  Tensor<T> out = apply(x);
+  autograd::record<T>(out, op, {x}, [apply](const Tensor<T>& g, const std::vector<bool>&) {
+    return std::vector<Tensor<T>>{apply(g)};
   });
   return out;
 }
@@ -110,16 +115,23 @@ Tensor<T> dropout(const Tensor<T>& x, double p, Generator& gen, bool training = 
   if (!training) return x;
   const uint64_t seed = gen.seed(), base = gen.reserve(static_cast<uint64_t>(x.numel()));
   if (p == 0.0) return x;
-  detail::require_cpu(x, "dropout");
   const T scale = detail::dropout_scale<T>(p);
-  Tensor<T> xc = x.detach().contiguous();
-  Tensor<T> out(x.shape());
-  detail::dropout_elementwise(xc.data(), out.data(), xc.numel(), seed, base, p, scale);
-  autograd::record<T>(out, "dropout", {x}, [seed, base, p, scale](const Tensor<T>& g, const std::vector<bool>&) {
-    Tensor<T> gc = g.contiguous();
-    Tensor<T> gx(gc.shape());
-    detail::dropout_elementwise(gc.data(), gx.data(), gc.numel(), seed, base, p, scale);
-    return std::vector<Tensor<T>>{gx};
+  auto apply = [=](const Tensor<T>& in) {
+    Tensor<T> c = in.detach().contiguous();
+    Tensor<T> y(c.shape(), c.device());
+#ifdef TXTCLS_WITH_CUDA
+    if (c.device().is_cuda()) {
+      cuda::dropout<T>(c.data(), y.data(), c.numel(), seed, base, p, scale);
+      return y;
+    }
+#endif
+    detail::require_cpu(c, "dropout");
+    detail::dropout_elementwise(c.data(), y.data(), c.numel(), seed, base, p, scale);
+    return y;
+  };
+  Tensor<T> out = apply(x);
+  autograd::record<T>(out, "dropout", {x}, [apply](const Tensor<T>& g, const std::vector<bool>&) {
+    return std::vector<Tensor<T>>{apply(g)};
   });
   return out;
 }

@@ -1,6 +1,9 @@
 #pragma once
 // Elementwise ops: broadcasting binary arithmetic, scalar forms and unary math, each with its
 // backward beside its forward. The arithmetic lives in ops/functors.hpp, shared with CUDA.
+#include <type_traits>
+
+#include "txtcls/cuda/elementwise.hpp"
 #include "txtcls/ops/functors.hpp"
 #include "txtcls/ops/reduce.hpp"
 #include "txtcls/tensor/views.hpp"
@@ -9,9 +12,55 @@ namespace txtcls {
 
 namespace detail {
 
-// out = f(a, b) with broadcasting, CPU.
+// The functors with CUDA kernels (instantiated in kernels/elementwise.cu). Other callables (the
+// lambdas of a few CPU-only paths) are refused on a CUDA tensor by require_cpu.
+template <class F>
+inline constexpr bool kCudaBinary = std::is_same_v<F, fn::Add> || std::is_same_v<F, fn::Sub> ||
+                                    std::is_same_v<F, fn::Mul> || std::is_same_v<F, fn::Div>;
+
+#ifdef TXTCLS_WITH_CUDA
+template <class T>
+void require_same_device(const Tensor<T>& a, const Tensor<T>& b, const char* op) {
+  TXTCLS_CHECK(a.device() == b.device(), op, ": operands on different devices (", a.device().str(), " and ",
+               b.device().str(), ")");
+}
+
+template <class T, class F>
+Tensor<T> binary_cuda(const Tensor<T>& a, const Tensor<T>& b, F f, const char* op) {
+  require_same_device(a, b, op);
+  Shape os = broadcast_shapes(a.shape(), b.shape(), op);
+  Tensor<T> out(os, a.device());
+  auto g = cuda::make_geometry(os, {out.strides(), broadcast_strides(a.shape(), a.strides(), os),
+                                    broadcast_strides(b.shape(), b.strides(), os)}, op);
+  cuda::binary<T>(f, a.data(), b.data(), out.data(), g);
+  return out;
+}
+
+template <class T, class F>
+Tensor<T> unary_cuda(const Tensor<T>& x, const F& f, const char* op) {
+  Tensor<T> out(x.shape(), x.device());
+  cuda::unary<T>(f, x.data(), out.data(), cuda::make_geometry(x.shape(), {out.strides(), x.strides()}, op));
+  return out;
+}
+
+// g * f.df(x, y) in one kernel.
+template <class T, class F>
+Tensor<T> unary_grad_cuda(const Tensor<T>& g, const Tensor<T>& x, const Tensor<T>& y, const F& f, const char* op) {
+  require_same_device(g, x, op);
+  Tensor<T> out(x.shape(), x.device());
+  auto geo = cuda::make_geometry(x.shape(), {out.strides(), g.strides(), x.strides(), y.strides()}, op);
+  cuda::unary_grad<T>(f, g.data(), x.data(), y.data(), out.data(), geo);
+  return out;
+}
+#endif
+
+// out = f(a, b) with broadcasting.
 template <class T, class F>
 Tensor<T> binary_kernel(const Tensor<T>& a, const Tensor<T>& b, F f, const char* op) {
+#ifdef TXTCLS_WITH_CUDA
+  if constexpr (kCudaBinary<F>)
+    if (a.device().is_cuda()) return binary_cuda(a, b, f, op);
+#endif
   require_cpu(a, op);
   require_cpu(b, op);
   Shape os = broadcast_shapes(a.shape(), b.shape(), op);
@@ -39,6 +88,7 @@ Tensor<T> binary_kernel(const Tensor<T>& a, const Tensor<T>& b, F f, const char*
   return out;
 }
 
+// out = f(x) for a callable f (CPU only).
 template <class T, class F>
 Tensor<T> unary_kernel(const Tensor<T>& x, F f, const char* op) {
   require_cpu(x, op);
@@ -54,6 +104,25 @@ Tensor<T> unary_kernel(const Tensor<T>& x, F f, const char* op) {
                         [&](int64_t i, const std::array<int64_t, 1>& off) { o[i] = f(p[off[0]]); });
   }
   return out;
+}
+
+// out = f.f(x) for a functor of ops/functors.hpp, on the tensor's device.
+template <class T, class F>
+Tensor<T> map_unary(const Tensor<T>& x, const F& f, const char* op) {
+#ifdef TXTCLS_WITH_CUDA
+  if (x.device().is_cuda()) return unary_cuda(x, f, op);
+#endif
+  return unary_kernel(x, [f](T v) { return f.template f<T>(v); }, op);
+}
+
+// g * f.df(x, y), where y = f.f(x).
+template <class T, class F>
+Tensor<T> map_unary_grad(const Tensor<T>& g, const Tensor<T>& x, const Tensor<T>& y, const F& f, const char* op) {
+#ifdef TXTCLS_WITH_CUDA
+  if (x.device().is_cuda()) return unary_grad_cuda(g, x, y, f, op);
+#endif
+  Tensor<T> d = binary_kernel(x, y, [f](T xv, T yv) { return f.template df<T>(xv, yv); }, op);
+  return mul(g, d);
 }
 
 }  // namespace detail
@@ -102,10 +171,20 @@ Tensor<T> div(const Tensor<T>& a, const Tensor<T>& b) {
 // Accumulates src into dst in place (dst contiguous, src broadcastable to dst). No autograd.
 template <class T>
 void add_inplace(Tensor<T>& dst, const Tensor<T>& src) {
-  detail::require_cpu(dst, "add_inplace");
   TXTCLS_CHECK(dst.is_contiguous(), "add_inplace: destination must be contiguous");
   TXTCLS_CHECK(broadcast_shapes(dst.shape(), src.shape(), "add_inplace") == dst.shape(), "add_inplace: ",
                shape_str(src.shape()), " does not broadcast to ", shape_str(dst.shape()));
+#ifdef TXTCLS_WITH_CUDA
+  if (dst.device().is_cuda()) {
+    detail::require_same_device(dst, src, "add_inplace");
+    auto g = cuda::make_geometry(dst.shape(), {dst.strides(), dst.strides(),
+                                               detail::broadcast_strides(src.shape(), src.strides(), dst.shape())},
+                                 "add_inplace");
+    cuda::binary<T>(fn::Add{}, dst.data(), src.data(), dst.data(), g);
+    return;
+  }
+#endif
+  detail::require_cpu(dst, "add_inplace");
   T* d = dst.data();
   const T* s = src.data();
   const int64_t n = dst.numel();
@@ -119,18 +198,19 @@ void add_inplace(Tensor<T>& dst, const Tensor<T>& src) {
 }
 
 // ---------------------------------------------------------------- unary
+// y = f.f(x), dy/dx = f.df(x, y): any functor of ops/functors.hpp (those the CUDA kernels are
+// instantiated for run on the GPU too).
 template <class T, class F>
 Tensor<T> unary(const Tensor<T>& x, F f, const char* op) {
-  Tensor<T> out = detail::unary_kernel(x, [f](T v) { return f.f(v); }, op);
+  Tensor<T> out = detail::map_unary(x, f, op);
   autograd::record<T>(out, op, {x}, [f, x = x.detach(), y = out.detach(), op](const Tensor<T>& g, const std::vector<bool>&) {
-    Tensor<T> gx = detail::binary_kernel(x, y, [f](T xv, T yv) { return f.df(xv, yv); }, op);
-    return std::vector<Tensor<T>>{mul(g, gx)};
+    return std::vector<Tensor<T>>{detail::map_unary_grad(g, x, y, f, op)};
   });
   return out;
 }
 
 template <class T> Tensor<T> neg(const Tensor<T>& x) {
-  Tensor<T> out = detail::unary_kernel(x, [](T v) { return -v; }, "neg");
+  Tensor<T> out = detail::map_unary(x, fn::Neg{}, "neg");
   autograd::record<T>(out, "neg", {x}, [](const Tensor<T>& g, const std::vector<bool>&) {
     return std::vector<Tensor<T>>{neg(g)};
   });
@@ -155,7 +235,7 @@ template <class T> Tensor<T> gelu(const Tensor<T>& x, GeluForm form = GeluForm::
 // y = alpha * x + beta: the one kernel behind x + s, x - s, s - x, x * s, x / s.
 template <class T>
 Tensor<T> affine(const Tensor<T>& x, T alpha, T beta) {
-  Tensor<T> out = detail::unary_kernel(x, [alpha, beta](T v) { return alpha * v + beta; }, "affine");
+  Tensor<T> out = detail::map_unary(x, fn::Affine{static_cast<double>(alpha), static_cast<double>(beta)}, "affine");
   autograd::record<T>(out, "affine", {x}, [alpha](const Tensor<T>& g, const std::vector<bool>&) {
     return std::vector<Tensor<T>>{affine(g, alpha, T(0))};
   });
@@ -169,10 +249,10 @@ template <class T> Tensor<T> div(const Tensor<T>& x, T s) { return affine(x, T(1
 // s / x
 template <class T>
 Tensor<T> rdiv(T s, const Tensor<T>& x) {
-  Tensor<T> out = detail::unary_kernel(x, [s](T v) { return s / v; }, "rdiv");
-  autograd::record<T>(out, "rdiv", {x}, [x = x.detach(), s](const Tensor<T>& g, const std::vector<bool>&) {
-    Tensor<T> d = detail::unary_kernel(x, [s](T v) { return -s / (v * v); }, "rdiv");
-    return std::vector<Tensor<T>>{mul(g, d)};
+  const fn::Rdiv f{static_cast<double>(s)};
+  Tensor<T> out = detail::map_unary(x, f, "rdiv");
+  autograd::record<T>(out, "rdiv", {x}, [x = x.detach(), y = out.detach(), f](const Tensor<T>& g, const std::vector<bool>&) {
+    return std::vector<Tensor<T>>{detail::map_unary_grad(g, x, y, f, "rdiv")};
   });
   return out;
 }

@@ -85,5 +85,23 @@ struct Abs {
   template <class T> TXTCLS_HD T f(T x) const { return std::fabs(x); }
   template <class T> TXTCLS_HD T df(T x, T) const { return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)); }
 };
+// Copies (strided -> contiguous, device -> device).
+struct Identity {
+  template <class T> TXTCLS_HD T f(T x) const { return x; }
+  template <class T> TXTCLS_HD T df(T, T) const { return T(1); }
+};
+// alpha * x + beta: x + s, x - s, s - x, x * s, x / s. The coefficients are kept in double and
+// cast back to T, which gives the T value they were made from exactly.
+struct Affine {
+  double alpha = 1, beta = 0;
+  template <class T> TXTCLS_HD T f(T x) const { return static_cast<T>(alpha) * x + static_cast<T>(beta); }
+  template <class T> TXTCLS_HD T df(T, T) const { return static_cast<T>(alpha); }
+};
+// s / x
+struct Rdiv {
+  double s = 1;
+  template <class T> TXTCLS_HD T f(T x) const { return static_cast<T>(s) / x; }
+  template <class T> TXTCLS_HD T df(T x, T) const { return -static_cast<T>(s) / (x * x); }
+};
 
 }  // namespace txtcls::fn

@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "txtcls/cuda/loss.hpp"
 #include "txtcls/ops/elementwise.hpp"
 
 namespace txtcls {
@@ -78,6 +79,38 @@ Tensor<T> reduce_loss(const Tensor<T>& per_element, Reduction r) {
   return r == Reduction::Sum ? s : affine(s, static_cast<T>(1.0 / static_cast<double>(per_element.numel())), T(0));
 }
 
+#ifdef TXTCLS_WITH_CUDA
+// The GPU path of cross_entropy (arguments checked by the caller; target_host on the host).
+template <class T>
+Tensor<T> cross_entropy_cuda(const Tensor<T>& logits, const Tensor<int64_t>& target_host, Reduction r,
+                             int64_t ignore_index, double eps, int64_t count) {
+  const int64_t N = logits.size(0), C = logits.size(1);
+  const Device dev = logits.device();
+  Tensor<T> x = logits.detach().contiguous();
+  Tensor<int64_t> t = target_host.to(dev);
+  Tensor<T> row_loss({N}, dev);
+  Tensor<double> lse({N}, dev);
+  cuda::cross_entropy_forward<T>(x.data(), t.data(), N, C, ignore_index, eps, row_loss.data(), lse.data());
+  Tensor<T> out;
+  {
+    NoGradGuard ng;
+    out = r == Reduction::None ? row_loss
+          : r == Reduction::Sum ? sum(row_loss)
+                                : affine(sum(row_loss), static_cast<T>(1.0 / static_cast<double>(count)), T(0));
+  }
+  autograd::record<T>(out, "cross_entropy", {logits}, [x, t, lse, r, ignore_index, eps, count, N, C](
+                                                          const Tensor<T>& g, const std::vector<bool>&) {
+    Tensor<T> gc = g.contiguous();
+    Tensor<T> gx({N, C}, x.device());
+    const double scale = r == Reduction::Mean ? 1.0 / static_cast<double>(count) : 1.0;
+    cuda::cross_entropy_backward<T>(x.data(), t.data(), lse.data(), gc.data(), r == Reduction::None ? 1 : 0, scale, N,
+                                    C, ignore_index, eps, gx.data());
+    return std::vector<Tensor<T>>{gx};
+  });
+  return out;
+}
+#endif
+
 }  // namespace detail
 
 // logits [N, C], target [N] class indices. Rows whose target equals ignore_index contribute
@@ -87,8 +120,6 @@ Tensor<T> reduce_loss(const Tensor<T>& per_element, Reduction r) {
 template <class T>
 Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<int64_t>& target, Reduction r = Reduction::Mean,
                         int64_t ignore_index = -100, double label_smoothing = 0.0) {
-  detail::require_cpu(logits, "cross_entropy");
-  detail::require_cpu(target, "cross_entropy");
   TXTCLS_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, C], got ", shape_str(logits.shape()));
   const int64_t N = logits.size(0), C = logits.size(1);
   TXTCLS_CHECK(target.dim() == 1 && target.size(0) == N, "cross_entropy: target must be [N] = [", N,
@@ -96,7 +127,7 @@ Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<int64_t>& target, 
   TXTCLS_CHECK(C > 0, "cross_entropy: logits ", shape_str(logits.shape()), " have no classes");
   TXTCLS_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0, "cross_entropy: label_smoothing must be in [0, 1], got ",
                label_smoothing);
-  Tensor<int64_t> tc = target.clone();  // own copy, saved for backward
+  Tensor<int64_t> tc = target.cpu().contiguous().clone();  // own copy on the host, checked here
   const int64_t* pt = tc.data();
   int64_t count = 0;
   for (int64_t i = 0; i < N; ++i) {
@@ -105,6 +136,10 @@ Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<int64_t>& target, 
                  " classes (logits ", shape_str(logits.shape()), ", ignore_index ", ignore_index, ")");
     ++count;
   }
+#ifdef TXTCLS_WITH_CUDA
+  if (logits.device().is_cuda()) return detail::cross_entropy_cuda(logits, tc, r, ignore_index, label_smoothing, count);
+#endif
+  detail::require_cpu(logits, "cross_entropy");
 
   Tensor<T> x = logits.detach().contiguous();
   const T* px = x.data();

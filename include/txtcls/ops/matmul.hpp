@@ -1,6 +1,7 @@
 #pragma once
 // matmul with NumPy batch broadcasting; transposed operands are strided views that Eigen maps
 // as column-major, so a.transpose(-1, -2) costs no copy. Backward reuses matmul on views.
+#include "txtcls/cuda/blas.hpp"
 #include "txtcls/ops/elementwise.hpp"
 
 namespace txtcls {
@@ -44,8 +45,78 @@ void gemm_strided(T* c, const T* a, const T* b, int64_t M, int64_t K, int64_t N,
   TXTCLS_CHECK(ok, "matmul: internal error, unsupported strides for A");
 }
 
+#ifdef TXTCLS_WITH_CUDA
+// The batch dims of an operand as one stride over the flattened batch, if they have one (-1 if
+// not): broadcast dims give 0, and dims merge when each steps over the next exactly.
+inline int64_t uniform_batch_stride(const Shape& batch, const Shape& strides) {
+  int64_t stride = -1, span = 1;  // stride of the innermost non-trivial dim, and its extent
+  for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
+    if (batch[d] == 1) continue;
+    if (stride < 0) {
+      stride = strides[d];
+    } else if (strides[d] != stride * span) {
+      return -1;
+    }
+    span *= batch[d];
+  }
+  return stride < 0 ? 0 : stride;
+}
+
+// One strided-batched cuBLAS call; an operand whose matrices are neither row- nor column-major,
+// or whose batch has no single stride, is copied first.
+template <class T>
+Tensor<T> matmul_cuda(Tensor<T> a, Tensor<T> b, const Shape& batch, int64_t M, int64_t K, int64_t N) {
+  TXTCLS_CHECK(a.device() == b.device(), "matmul: operands on different devices (", a.device().str(), " and ",
+               b.device().str(), ")");
+  auto operand = [&](Tensor<T>& t, int64_t rows, int64_t cols) {
+    Shape tb(t.shape().begin(), t.shape().end() - 2);
+    Shape ts(t.strides().begin(), t.strides().end() - 2);
+    int64_t bs = uniform_batch_stride(batch, broadcast_strides(tb, ts, batch));
+    const int64_t rs = t.stride(-2), cs = t.stride(-1);
+    const bool row_major = cs == 1 || cols == 1, col_major = rs == 1 || rows == 1;
+    if (bs < 0 || !(row_major || col_major)) {
+      Shape full = batch;
+      full.push_back(rows);
+      full.push_back(cols);
+      t = t.expand(full).contiguous();
+      return cuda::GemmOperand{t.data(), cols, rows * cols, false};
+    }
+    if (row_major) return cuda::GemmOperand{t.data(), std::max<int64_t>(rs, 1), bs, false};
+    return cuda::GemmOperand{t.data(), std::max<int64_t>(cs, 1), bs, true};
+  };
+  cuda::GemmOperand ga = operand(a, M, K), gb = operand(b, K, N);
+  Shape os = batch;
+  os.push_back(M);
+  os.push_back(N);
+  Tensor<T> out(os, a.device());
+  if (out.numel() == 0) return out;
+  if (K == 0) {
+    out.fill_(T(0));
+    return out;
+  }
+  cuda::gemm<T>(M, N, K, ga, gb, out.data(), N, M * N, numel_of(batch));
+  return out;
+}
+#endif
+
 template <class T>
 Tensor<T> matmul_kernel(Tensor<T> a, Tensor<T> b) {
+#ifdef TXTCLS_WITH_CUDA
+  if (a.device().is_cuda()) {
+    TXTCLS_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: operands need at least 2 dims, got ", shape_str(a.shape()),
+                 " and ", shape_str(b.shape()));
+    TXTCLS_CHECK(b.size(-2) == a.size(-1), "matmul: inner dims differ: ", shape_str(a.shape()), " @ ",
+                 shape_str(b.shape()));
+    if (b.dim() == 2 && a.dim() > 2 && a.is_contiguous()) {  // fold a's batch into M: one GEMM
+      Shape os = a.shape();
+      os.back() = b.size(-1);
+      const int64_t rows = numel_of(Shape(a.shape().begin(), a.shape().end() - 1));
+      return matmul_cuda(a.view({rows, a.size(-1)}), b, {}, rows, a.size(-1), b.size(-1)).view(os);
+    }
+    Shape ab(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
+    return matmul_cuda(a, b, broadcast_shapes(ab, bb, "matmul"), a.size(-2), a.size(-1), b.size(-1));
+  }
+#endif
   require_cpu(a, "matmul");
   require_cpu(b, "matmul");
   TXTCLS_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: operands need at least 2 dims, got ", shape_str(a.shape()),

@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "txtcls/cuda/gather.hpp"
 #include "txtcls/ops/max.hpp"
 
 namespace txtcls {
@@ -16,7 +17,6 @@ namespace detail {
 // Checks the arguments and returns the lengths as a vector.
 template <class T>
 std::vector<int64_t> check_pool_args(const Tensor<T>& x, const Tensor<int64_t>& lengths, const char* op) {
-  require_cpu(x, op);
   TXTCLS_CHECK(x.dim() == 3, op, ": input must be [B, T, D], got shape ", shape_str(x.shape()));
   TXTCLS_CHECK(lengths.defined() && lengths.dim() == 1 && lengths.size(0) == x.size(0), op, ": lengths must be [B] = [",
                x.size(0), "] for input of shape ", shape_str(x.shape()), ", got ",
@@ -116,6 +116,36 @@ void mean_pool_time_kernel(const Tensor<T>& x, const std::vector<int64_t>& len, 
   }
 }
 
+#ifdef TXTCLS_WITH_CUDA
+// GPU pooling: lengths are checked on the host and copied to the device with the batch.
+template <class T>
+Tensor<T> pool_time_cuda(const Tensor<T>& x, const std::vector<int64_t>& len, bool is_max) {
+  const int64_t B = x.size(0), D = x.size(2);
+  Tensor<int64_t> dlen = from_vector<int64_t>(len, {B}).to(x.device());
+  Tensor<T> out({B, D}, x.device());
+  const Shape xs = x.shape();
+  if (is_max) {
+    Tensor<int64_t> arg({B, D}, x.device());
+    cuda::max_pool_time<T>(x.data(), B, D, x.stride(0), x.stride(1), x.stride(2), dlen.data(), out.data(), arg.data());
+    autograd::record<T>(out, "max_pool_time", {x}, [arg, xs](const Tensor<T>& g, const std::vector<bool>&) {
+      Tensor<T> gc = g.contiguous();
+      Tensor<T> gx(xs, gc.device());
+      cuda::max_pool_time_backward<T>(gc.data(), arg.data(), gx.data(), xs[0], xs[1], xs[2]);
+      return std::vector<Tensor<T>>{gx};
+    });
+  } else {
+    cuda::mean_pool_time<T>(x.data(), B, D, x.stride(0), x.stride(1), x.stride(2), dlen.data(), out.data());
+    autograd::record<T>(out, "mean_pool_time", {x}, [dlen, xs](const Tensor<T>& g, const std::vector<bool>&) {
+      Tensor<T> gc = g.contiguous();
+      Tensor<T> gx(xs, gc.device());
+      cuda::mean_pool_time_backward<T>(gc.data(), dlen.data(), gx.data(), xs[0], xs[1], xs[2]);
+      return std::vector<Tensor<T>>{gx};
+    });
+  }
+  return out;
+}
+#endif
+
 }  // namespace detail
 
 // Max over the first lengths[b] time steps of x [B, T, D] -> [B, D]; the gradient goes to the
@@ -123,6 +153,10 @@ void mean_pool_time_kernel(const Tensor<T>& x, const std::vector<int64_t>& len, 
 template <class T>
 Tensor<T> max_pool_time(const Tensor<T>& x, const Tensor<int64_t>& lengths) {
   const std::vector<int64_t> len = detail::check_pool_args(x, lengths, "max_pool_time");
+#ifdef TXTCLS_WITH_CUDA
+  if (x.device().is_cuda()) return detail::pool_time_cuda(x, len, true);
+#endif
+  detail::require_cpu(x, "max_pool_time");
   const int64_t B = x.size(0), D = x.size(2);
   Tensor<T> out({B, D});
   Tensor<int64_t> arg({B, D});
@@ -147,6 +181,10 @@ Tensor<T> max_pool_time(const Tensor<T>& x, const Tensor<int64_t>& lengths) {
 template <class T>
 Tensor<T> mean_pool_time(const Tensor<T>& x, const Tensor<int64_t>& lengths) {
   std::vector<int64_t> len = detail::check_pool_args(x, lengths, "mean_pool_time");
+#ifdef TXTCLS_WITH_CUDA
+  if (x.device().is_cuda()) return detail::pool_time_cuda(x, len, false);
+#endif
+  detail::require_cpu(x, "mean_pool_time");
   const int64_t B = x.size(0), D = x.size(2);
   Tensor<T> out({B, D});
   if (out.numel() > 0) detail::mean_pool_time_kernel(x, len, out.data());

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "txtcls/cuda/elementwise.hpp"
 #include "txtcls/tensor/views.hpp"
 
 namespace txtcls {
@@ -35,9 +36,24 @@ inline Shape reduced_shape(const Shape& s, const std::vector<bool>& m, bool keep
 // Sum over the masked dims; returns the keepdim-shaped result.
 template <class T>
 Tensor<T> sum_kernel(const Tensor<T>& x, const std::vector<bool>& m) {
-  require_cpu(x, "sum");
   const int64_t nd = x.dim();
   Shape kept_shape = reduced_shape(x.shape(), m, true);
+#ifdef TXTCLS_WITH_CUDA
+  if (x.device().is_cuda()) {
+    // The kept dims (x's strides with the reduced ones at size 1) and the reduced dims.
+    Shape ks, kx, rs, rx;
+    for (int64_t i = 0; i < nd; ++i) {
+      (m[i] ? rs : ks).push_back(x.shape()[i]);
+      (m[i] ? rx : kx).push_back(x.strides()[i]);
+    }
+    Tensor<T> out(kept_shape, x.device());
+    auto kept = cuda::make_geometry(ks, {contiguous_strides(ks), kx}, "sum");
+    auto red = cuda::make_geometry(rs, {rx}, "sum");
+    cuda::sum<T>(x.data(), out.data(), kept, red);
+    return out;
+  }
+#endif
+  require_cpu(x, "sum");
   Tensor<T> out = zeros<T>(kept_shape);
   // Order dims: kept first, reduced last, then treat as K x R.
   std::vector<int64_t> perm;

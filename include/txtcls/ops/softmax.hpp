@@ -14,6 +14,7 @@
 #include <cmath>
 #include <limits>
 
+#include "txtcls/cuda/softmax.hpp"
 #include "txtcls/ops/max.hpp"
 
 namespace txtcls {
@@ -228,16 +229,40 @@ void softmax_backward_kernel(const T* g, const T* y, T* gx, const DimSplit& sp, 
   }
 }
 
+#ifdef TXTCLS_WITH_CUDA
+// The GPU path: the mask is added first (one elementwise pass), then one kernel per direction.
+template <bool Log, class T>
+Tensor<T> softmax_cuda(const Tensor<T>& x, const DimSplit& g, const Tensor<T>& mask, const char* op) {
+  Tensor<T> xc = x.detach().contiguous();
+  if (mask.defined()) xc = binary_kernel(xc, mask.detach(), fn::Add{}, op);
+  Tensor<T> out(x.shape(), x.device());
+  cuda::softmax_forward<T>(xc.data(), out.data(), g.outer, g.n, g.inner, Log);
+  autograd::record<T>(out, op, {x, mask},
+                      [y = out.detach(), g, ms = mask.defined() ? mask.shape() : Shape{}](
+                          const Tensor<T>& grad, const std::vector<bool>& needs) {
+                        Tensor<T> gx(y.shape(), y.device());
+                        Tensor<T> gc = grad.contiguous();
+                        cuda::softmax_backward<T>(gc.data(), y.data(), gx.data(), g.outer, g.n, g.inner, Log);
+                        return std::vector<Tensor<T>>{needs[0] ? gx : Tensor<T>(),
+                                                      needs[1] ? sum_to(gx, ms) : Tensor<T>()};
+                      });
+  return out;
+}
+#endif
+
 template <bool Log, class T>
 Tensor<T> softmax_impl(const Tensor<T>& x, int64_t dim, const Tensor<T>& mask, const char* op) {
-  require_cpu(x, op);
   const DimSplit g = split_at_dim(x.shape(), dim, op);
   if (mask.defined()) {
-    require_cpu(mask, op);
     TXTCLS_CHECK(mask.dim() <= x.dim() && broadcast_shapes(x.shape(), mask.shape(), op) == x.shape(), op,
                  ": mask of shape ", shape_str(mask.shape()), " does not broadcast to the input's shape ",
                  shape_str(x.shape()));
   }
+#ifdef TXTCLS_WITH_CUDA
+  if (x.device().is_cuda()) return softmax_cuda<Log>(x, g, mask, op);
+#endif
+  require_cpu(x, op);
+  if (mask.defined()) require_cpu(mask, op);
   Tensor<T> out(x.shape());
   bool maybe_dead = false;
   if (out.numel() > 0) {

@@ -1,6 +1,7 @@
 #pragma once
 // Factory functions. Random tensors draw from a Generator (Philox), so a seed fixes them
 // regardless of thread count.
+#include <type_traits>
 #include <vector>
 
 #include "txtcls/ops/iterate.hpp"
@@ -24,6 +25,14 @@ Tensor<T> empty(const Shape& s, Device d = Device::cpu()) {
 
 template <class T>
 Tensor<T> full(const Shape& s, T v, Device d = Device::cpu()) {
+#ifdef TXTCLS_WITH_CUDA
+  if constexpr (std::is_floating_point_v<T>) {
+    if (d.is_cuda()) {
+      Tensor<T> t(s, d);
+      return t.fill_(v);
+    }
+  }
+#endif
   Tensor<T> t(s, Device::cpu());
   T* p = t.data();
   const int64_t n = t.numel();

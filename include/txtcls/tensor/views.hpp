@@ -1,8 +1,11 @@
 #pragma once
 // View operations, element access, copies and device transfer for Tensor<T>.
 #include <numeric>
+#include <type_traits>
 
 #include "txtcls/autograd/engine.hpp"
+#include "txtcls/cuda/elementwise.hpp"
+#include "txtcls/ops/functors.hpp"
 #include "txtcls/tensor/creation.hpp"
 
 namespace txtcls {
@@ -11,9 +14,21 @@ template <class T> Tensor<T> sum_to(const Tensor<T>& g, const Shape& shape);
 template <class T> Tensor<T> zeros_like_shape(const Tensor<T>& like, const Shape& s);
 
 namespace detail {
-// Strided copy src -> dst (same shape), CPU.
+// Strided copy src -> dst (same shape, same device).
 template <class T>
 void strided_copy(Tensor<T>& dst, const Tensor<T>& src) {
+#ifdef TXTCLS_WITH_CUDA
+  if (dst.device().is_cuda()) {
+    TXTCLS_CHECK(src.device() == dst.device(), "copy: source on ", src.device().str(), ", destination on ",
+                 dst.device().str());
+    if constexpr (std::is_floating_point_v<T>) {
+      cuda::unary<T>(fn::Identity{}, src.data(), dst.data(),
+                     cuda::make_geometry(dst.shape(), {dst.strides(), src.strides()}, "copy"));
+      return;
+    }
+  }
+#endif
+  require_cpu(dst, "copy");
   T* d = dst.data();
   const T* s = src.data();
   if (dst.is_contiguous() && src.is_contiguous()) {
@@ -88,8 +103,7 @@ Tensor<T> Tensor<T>::contiguous() const {
 
 template <class T>
 Tensor<T> Tensor<T>::clone() const {
-  detail::require_cpu(*this, "clone");
-  Tensor<T> out(shape());
+  Tensor<T> out(shape(), device());
   detail::strided_copy(out, *this);
   autograd::record<T>(out, "clone", {*this}, [](const Tensor<T>& g, const std::vector<bool>&) {
     return std::vector<Tensor<T>>{g};
@@ -276,8 +290,16 @@ Tensor<T> Tensor<T>::squeeze(int64_t d) const {
 
 template <class T>
 Tensor<T>& Tensor<T>::fill_(T v) {
-  detail::require_cpu(*this, "fill_");
   TXTCLS_CHECK(!(grad_enabled() && requires_grad()), "fill_: in-place write to a tensor that requires grad; use NoGradGuard");
+#ifdef TXTCLS_WITH_CUDA
+  if constexpr (std::is_floating_point_v<T>) {
+    if (device().is_cuda()) {
+      cuda::fill<T>(v, data(), cuda::make_geometry(shape(), {strides()}, "fill_"));
+      return *this;
+    }
+  }
+#endif
+  detail::require_cpu(*this, "fill_");
   T* d = data();
   detail::for_each_strided<1>(shape(), {&strides()}, [&](int64_t, const std::array<int64_t, 1>& o) { d[o[0]] = v; });
   return *this;
@@ -292,7 +314,6 @@ Tensor<T>& Tensor<T>::copy_(const Tensor<T>& src) {
     Tensor<T> moved = src.to(device());
     return copy_(moved);
   }
-  detail::require_cpu(*this, "copy_");
   detail::strided_copy(*this, src);
   return *this;
 }

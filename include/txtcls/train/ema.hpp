@@ -45,6 +45,7 @@ class Ema {
     ++steps_;
     const T b = static_cast<T>(beta_), w = static_cast<T>(1 - beta_);
     for (size_t i = 0; i < params_.size(); ++i) {
+      txtcls::detail::require_cpu(params_[i].second, "Ema::update");  // no CUDA kernel yet
       T* a = avg_[i].data();
       const T* p = params_[i].second.data();
       const int64_t n = avg_[i].numel();
@@ -60,6 +61,7 @@ class Ema {
     NoGradGuard ng;
     if (steps_ == 0) return (start_ == EmaStart::Zeros ? params_[i].second.detach() : avg_[i]).clone();
     const T denom = static_cast<T>(1 - std::pow(beta_, static_cast<double>(steps_)));
+    txtcls::detail::require_cpu(avg_[i], "Ema::averaged");
     Tensor<T> out(avg_[i].shape());
     const T* a = avg_[i].data();
     T* o = out.data();

@@ -11,7 +11,9 @@
 #include <unordered_set>
 #include <vector>
 
+#include "txtcls/cuda/adam.hpp"
 #include "txtcls/nn/module.hpp"
+#include "txtcls/train/adam_math.hpp"
 
 namespace txtcls::train {
 
@@ -176,7 +178,7 @@ class Optimizer {
   ParamState& state_for(size_t i) {
     ParamState& st = state_[i];
     if (st.bufs.empty())
-      for (size_t k = 0; k < buf_names_.size(); ++k) st.bufs.push_back(zeros<T>(params_[i].second.shape()));
+      for (size_t k = 0; k < buf_names_.size(); ++k) st.bufs.push_back(zeros<T>(params_[i].second.shape(), params_[i].second.device()));
     return st;
   }
   bool has_state(size_t i) const { return !state_[i].bufs.empty(); }
@@ -227,6 +229,7 @@ class SGD : public Optimizer<T> {
       Tensor<T> g = this->grad_of(i);
       if (!g.defined()) continue;
       const T wd = static_cast<T>(this->weight_decay_applies(i) ? o_.weight_decay : 0.0);
+      txtcls::detail::require_cpu(this->params_[i].second, "SGD::step");  // no CUDA kernel yet
       T* p = this->params_[i].second.data();
       const T* gp = g.data();
       const int64_t n = g.numel();
@@ -264,28 +267,11 @@ struct AdamOptions {
 
 namespace detail {
 
-// One Adam(W) update of parameter data p with gradient g and moments m, v at step `step` (>= 1).
-// decoupled: p *= 1 - lr wd first (AdamW); else g += wd p (Adam's L2).
+// One Adam(W) update of parameter data p with gradient g and moments m, v (CPU).
 template <class T>
-void adam_update(T* p, const T* g, T* m, T* v, int64_t n, int64_t step, double lr, const AdamOptions& o, double wd,
-                 bool decoupled) {
-  const double bc1 = 1 - std::pow(o.beta1, static_cast<double>(step));
-  const double bc2 = 1 - std::pow(o.beta2, static_cast<double>(step));
-  const T step_size = static_cast<T>(lr / bc1), bc2_sqrt = static_cast<T>(std::sqrt(bc2));
-  const T w1 = static_cast<T>(1 - o.beta1), b2 = static_cast<T>(o.beta2), w2 = static_cast<T>(1 - o.beta2);
-  const T eps = static_cast<T>(o.eps);
-  const T l2 = static_cast<T>(decoupled ? 0.0 : wd), shrink = static_cast<T>(decoupled ? 1 - lr * wd : 1.0);
-  // torch's lerp(a, b, w) switches formula at |w| = 0.5 for accuracy; match it.
-  const bool lerp_low = std::abs(1 - o.beta1) < 0.5;
+void adam_update(T* p, const T* g, T* m, T* v, int64_t n, const AdamStepMath<T>& f) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelGrain / 4)
-  for (int64_t j = 0; j < n; ++j) {
-    const T pj = decoupled ? p[j] * shrink : p[j];
-    const T gj = decoupled ? g[j] : g[j] + l2 * pj;
-    m[j] = lerp_low ? m[j] + w1 * (gj - m[j]) : gj - (gj - m[j]) * (T(1) - w1);
-    v[j] = v[j] * b2 + w2 * gj * gj;
-    const T denom = std::sqrt(v[j]) / bc2_sqrt + eps;
-    p[j] = pj + (-step_size) * (m[j] / denom);
-  }
+  for (int64_t j = 0; j < n; ++j) f(p[j], g[j], m[j], v[j]);
 }
 
 }  // namespace detail
@@ -302,14 +288,30 @@ class Adam : public Optimizer<T> {
 
   void step() override {
     NoGradGuard ng;
+#ifdef TXTCLS_WITH_CUDA
+    std::vector<cuda::AdamTensor<T>> on_gpu;  // one fused launch for every GPU parameter
+    std::vector<Tensor<T>> keep;              // gradients made contiguous, alive until the launch
+#endif
     for (size_t i = 0; i < this->params_.size(); ++i) {
       Tensor<T> g = this->grad_of(i);
       if (!g.defined()) continue;
       auto& st = this->state_for(i);
       ++st.step;
-      detail::adam_update(this->params_[i].second.data(), g.data(), st.bufs[0].data(), st.bufs[1].data(), g.numel(),
-                          st.step, this->lr(), o_, this->weight_decay_applies(i) ? o_.weight_decay : 0.0, decoupled_);
+      const auto f = AdamStepMath<T>::make(st.step, this->lr(), o_.beta1, o_.beta2, o_.eps,
+                                           this->weight_decay_applies(i) ? o_.weight_decay : 0.0, decoupled_);
+      Tensor<T>& p = this->params_[i].second;
+#ifdef TXTCLS_WITH_CUDA
+      if (p.device().is_cuda()) {
+        keep.push_back(g);
+        on_gpu.push_back({p.data(), g.data(), st.bufs[0].data(), st.bufs[1].data(), g.numel(), f});
+        continue;
+      }
+#endif
+      detail::adam_update(p.data(), g.data(), st.bufs[0].data(), st.bufs[1].data(), g.numel(), f);
     }
+#ifdef TXTCLS_WITH_CUDA
+    if (!on_gpu.empty()) cuda::adam_step<T>(on_gpu);
+#endif
   }
 
  protected:

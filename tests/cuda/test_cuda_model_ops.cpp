@@ -1,0 +1,97 @@
+// The ops a text classifier is made of, on the GPU against the CPU: embedding (with a padding
+// row and repeated ids: the deterministic segment-sum backward), max and mean pooling over time
+// with lengths (strided inputs too), and cross entropy (reductions, ignore_index, smoothing).
+#include "cuda_test_util.hpp"
+
+using namespace txtcls;
+using ct::gpu;
+
+namespace {
+
+template <class T>
+void embedding_suite() {
+  for (int64_t V : {1, 31, 1025}) {
+    for (int64_t D : {1, 33, 300}) {
+      INFO("V " << V << " D " << D);
+      Tensor<T> w0 = ct::rnd<T>({V, D}, V * 7 + D);
+      std::vector<int64_t> idv;
+      Generator g(V + D);
+      for (int i = 0; i < 3 * 37; ++i) idv.push_back(static_cast<int64_t>(g.uniform() * double(V)) % V);
+      idv[5] = idv[6] = idv[7] = 0;  // repeats, and the padding row
+      Tensor<int64_t> ids = from_vector<int64_t>(idv, {3, 37});
+      const int64_t pad = V > 1 ? 0 : -1;
+      Tensor<T> w = w0.detach().set_requires_grad(), wg = w0.to(gpu()).set_requires_grad();
+      Tensor<T> y = embedding(w, ids, pad), yg = embedding(wg, ids.to(gpu()), pad);
+      Tensor<T> gy = ct::rnd<T>(y.shape(), 3);
+      y.backward(gy);
+      yg.backward(gy.to(gpu()));
+      REQUIRE(yg.cpu().to_vector() == y.to_vector());  // a copy: exact
+      CT_REQUIRE_CLOSE(wg.grad().cpu(), w.grad(), T);
+    }
+  }
+  Tensor<T> w = ct::rnd<T>({5, 3}, 1).to(gpu());
+  REQUIRE_THROWS_WITH(embedding(w, from_vector<int64_t>({1, 7}, {2})), Catch::Contains("id 7"));
+}
+
+template <class T>
+void pooling_suite() {
+  const std::vector<int64_t> lens = {1, 37, 5, 20};
+  Tensor<int64_t> len = from_vector<int64_t>(lens, {4});
+  for (bool transposed : {false, true}) {
+    INFO((transposed ? "[T, B, D] input viewed batch first" : "[B, T, D] input"));
+    Tensor<T> base = transposed ? ct::rnd<T>({37, 4, 33}, 4) : ct::rnd<T>({4, 37, 33}, 4);
+    for (bool is_max : {true, false}) {
+      auto f = [&](const Tensor<T>& x) {
+        Tensor<T> v = transposed ? x.transpose(0, 1) : x;
+        return is_max ? max_pool_time(v, len) : mean_pool_time(v, len);
+      };
+      Tensor<T> x = base.detach().set_requires_grad(), xg = base.to(gpu()).set_requires_grad();
+      Tensor<T> y = f(x), yg = f(xg);
+      Tensor<T> gy = ct::rnd<T>(y.shape(), 5);
+      y.backward(gy);
+      yg.backward(gy.to(gpu()));
+      CT_REQUIRE_CLOSE(yg.cpu(), y, T);
+      CT_REQUIRE_CLOSE(xg.grad().cpu(), x.grad(), T);
+    }
+  }
+}
+
+template <class T>
+void cross_entropy_suite() {
+  for (int64_t C : {1, 2, 6, 50, 1025}) {
+    for (Reduction r : {Reduction::Mean, Reduction::Sum, Reduction::None}) {
+      for (double eps : {0.0, 0.1}) {
+        INFO("C " << C << " reduction " << int(r) << " smoothing " << eps);
+        const int64_t N = 37;
+        Tensor<T> x0 = ct::rnd<T>({N, C}, C, -5, 5);
+        std::vector<int64_t> tv;
+        for (int64_t i = 0; i < N; ++i) tv.push_back(i % 5 == 3 ? -100 : (i * 7) % C);
+        Tensor<int64_t> tgt = from_vector<int64_t>(tv, {N});
+        Tensor<T> x = x0.detach().set_requires_grad(), xg = x0.to(gpu()).set_requires_grad();
+        Tensor<T> y = cross_entropy(x, tgt, r, -100, eps), yg = cross_entropy(xg, tgt.to(gpu()), r, -100, eps);
+        Tensor<T> gy = r == Reduction::None ? ct::rnd<T>({N}, 9) : scalar<T>(T(1.5));
+        y.backward(gy);
+        yg.backward(gy.to(gpu()));
+        CT_REQUIRE_CLOSE(yg.cpu(), y, T);
+        CT_REQUIRE_CLOSE(xg.grad().cpu(), x.grad(), T);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda embedding matches the CPU, with a deterministic backward", "[cuda][embedding]") {
+  embedding_suite<float>();
+  embedding_suite<double>();
+}
+
+TEST_CASE("cuda max and mean pooling over time match the CPU", "[cuda][pooling]") {
+  pooling_suite<float>();
+  pooling_suite<double>();
+}
+
+TEST_CASE("cuda cross entropy matches the CPU", "[cuda][loss]") {
+  cross_entropy_suite<float>();
+  cross_entropy_suite<double>();
+}
