@@ -11,6 +11,7 @@
 #include "txtcls/ops/loss.hpp"
 #include "txtcls/ops/pooling.hpp"
 #include "txtcls/ops/matmul.hpp"
+#include "txtcls/ops/norm.hpp"
 #include "txtcls/ops/softmax.hpp"
 #include "txtcls/train/optim.hpp"
 

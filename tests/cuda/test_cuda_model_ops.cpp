@@ -1,6 +1,7 @@
 // The ops a text classifier is made of, on the GPU against the CPU: embedding (with a padding
 // row and repeated ids: the deterministic segment-sum backward), max and mean pooling over time
-// with lengths (strided inputs too), and cross entropy (reductions, ignore_index, smoothing).
+// with lengths (strided inputs too), cross entropy (reductions, ignore_index, smoothing), and
+// layer_norm / rms_norm (with and without weight and bias, rows of awkward widths).
 #include "cuda_test_util.hpp"
 
 using namespace txtcls;
@@ -79,7 +80,43 @@ void cross_entropy_suite() {
   }
 }
 
+template <class T>
+void norm_suite() {
+  for (const Shape& s : std::vector<Shape>{{1, 1}, {3, 31}, {5, 1025}, {2, 3, 4099}, {70, 64}}) {
+    const int64_t D = s.back();
+    for (int variant = 0; variant < 4; ++variant) {  // bit 0: weight, bit 1: bias
+      for (bool rms : {false, true}) {
+        if (rms && (variant & 2)) continue;  // rms_norm has no bias
+        INFO((rms ? "rms_norm " : "layer_norm ") << shape_str(s) << " variant " << variant);
+        // A mean far from zero: the one-pass Welford statistics must not cancel.
+        Tensor<T> x0 = ct::rnd<T>(s, D + variant, 9, 11);
+        Tensor<T> w0 = ct::rnd<T>({D}, 2), b0 = ct::rnd<T>({D}, 3);
+        auto prep = [](const Tensor<T>& t, bool on, bool gpu_side) {
+          if (!on) return Tensor<T>();
+          return (gpu_side ? t.to(ct::gpu()) : t.detach()).set_requires_grad();
+        };
+        Tensor<T> x = x0.detach().set_requires_grad(), xg = x0.to(gpu()).set_requires_grad();
+        Tensor<T> w = prep(w0, variant & 1, false), wg = prep(w0, variant & 1, true);
+        Tensor<T> b = prep(b0, variant & 2, false), bg = prep(b0, variant & 2, true);
+        Tensor<T> y = rms ? rms_norm(x, w) : layer_norm(x, w, b), yg = rms ? rms_norm(xg, wg) : layer_norm(xg, wg, bg);
+        Tensor<T> gy = ct::rnd<T>(y.shape(), 4);
+        y.backward(gy);
+        yg.backward(gy.to(gpu()));
+        CT_REQUIRE_CLOSE(yg.cpu(), y, T);
+        CT_REQUIRE_CLOSE(xg.grad().cpu(), x.grad(), T);
+        if (w.defined()) CT_REQUIRE_CLOSE(wg.grad().cpu(), w.grad(), T);
+        if (b.defined()) CT_REQUIRE_CLOSE(bg.grad().cpu(), b.grad(), T);
+      }
+    }
+  }
+}
+
 }  // namespace
+
+TEST_CASE("cuda layer_norm and rms_norm match the CPU", "[cuda][norm]") {
+  norm_suite<float>();
+  norm_suite<double>();
+}
 
 TEST_CASE("cuda embedding matches the CPU, with a deterministic backward", "[cuda][embedding]") {
   embedding_suite<float>();

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <vector>
 
+#include "txtcls/cuda/norm.hpp"
 #include "txtcls/ops/elementwise.hpp"
 
 namespace txtcls {
@@ -22,13 +23,13 @@ inline constexpr int64_t kNormRowPartitions = 64;
 // Checks x / weight / bias and returns D, the normalised size.
 template <class T>
 int64_t check_norm_args(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, const char* op) {
-  require_cpu(x, op);
   TXTCLS_CHECK(x.dim() >= 1, op, ": input must have at least 1 dim, got shape ", shape_str(x.shape()));
   const int64_t D = x.size(-1);
   TXTCLS_CHECK(D > 0, op, ": the last dim of input shape ", shape_str(x.shape()), " is empty");
   for (const Tensor<T>* p : {&weight, &bias}) {
     if (!p->defined()) continue;
-    require_cpu(*p, op);
+    TXTCLS_CHECK(p->device() == x.device(), op, ": ", p == &weight ? "weight" : "bias", " on ", p->device().str(),
+                 ", input on ", x.device().str());
     TXTCLS_CHECK(p->shape() == Shape{D}, op, ": ", p == &weight ? "weight" : "bias", " of shape ",
                  shape_str(p->shape()), " does not match the last dim of input shape ", shape_str(x.shape()));
   }
@@ -176,12 +177,50 @@ void rms_norm_backward_kernel(const T* g, const T* x, const T* rstd, const T* w,
   if (gweight) sum_partitions(pw, parts, D, gweight);
 }
 
+#ifdef TXTCLS_WITH_CUDA
+// The GPU path of layer_norm (rms = false) and rms_norm (rms = true; bias undefined).
+template <class T>
+Tensor<T> norm_cuda(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, double eps, bool rms) {
+  const int64_t D = x.size(-1), rows = x.numel() / D;
+  const Device dev = x.device();
+  Tensor<T> xc = x.detach().contiguous();
+  Tensor<T> w = weight.defined() ? weight.detach().contiguous() : Tensor<T>();
+  Tensor<T> b = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
+  Tensor<T> out(x.shape(), dev), rstd({rows}, dev), mean = rms ? Tensor<T>() : Tensor<T>({rows}, dev);
+  auto ptr = [](const Tensor<T>& t) { return t.defined() ? t.data() : nullptr; };
+  cuda::norm_forward<T>(xc.data(), ptr(w), ptr(b), out.data(), rms ? nullptr : mean.data(), rstd.data(), rows, D,
+                        static_cast<T>(eps), rms);
+  std::vector<Tensor<T>> inputs = {x, weight};
+  if (!rms) inputs.push_back(bias);
+  autograd::record<T>(out, rms ? "rms_norm" : "layer_norm", inputs,
+                      [xc, w, mean, rstd, rows, D, rms, ptr](const Tensor<T>& g, const std::vector<bool>& needs) {
+                        const Device dev = xc.device();
+                        Tensor<T> gx, gw, gb;
+                        if (needs[0]) gx = Tensor<T>(xc.shape(), dev);
+                        if (needs[1]) gw = Tensor<T>({D}, dev);
+                        if (!rms && needs[2]) gb = Tensor<T>({D}, dev);
+                        Tensor<T> gc = g.contiguous();
+                        auto out = [](Tensor<T>& t) { return t.defined() ? t.data() : nullptr; };
+                        cuda::norm_backward<T>(gc.data(), xc.data(), ptr(mean), rstd.data(), ptr(w), rows, D, out(gx),
+                                               out(gw), out(gb), rms);
+                        std::vector<Tensor<T>> r = {gx, gw};
+                        if (!rms) r.push_back(gb);
+                        return r;
+                      });
+  return out;
+}
+#endif
+
 }  // namespace detail
 
 // Layer normalisation over the last dim (biased variance, as PyTorch); weight/bias [D], optional.
 template <class T>
 Tensor<T> layer_norm(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, double eps = 1e-5) {
   const int64_t D = detail::check_norm_args(x, weight, bias, "layer_norm");
+#ifdef TXTCLS_WITH_CUDA
+  if (x.device().is_cuda()) return detail::norm_cuda(x, weight, bias, eps, false);
+#endif
+  detail::require_cpu(x, "layer_norm");
   const int64_t rows = x.numel() / D;
   Tensor<T> xc = x.detach().contiguous();
   Tensor<T> w = weight.defined() ? weight.detach().contiguous() : Tensor<T>();
@@ -224,6 +263,10 @@ Tensor<T> layer_norm(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T
 template <class T>
 Tensor<T> rms_norm(const Tensor<T>& x, const Tensor<T>& weight, double eps = 1e-6) {
   const int64_t D = detail::check_norm_args(x, weight, Tensor<T>(), "rms_norm");
+#ifdef TXTCLS_WITH_CUDA
+  if (x.device().is_cuda()) return detail::norm_cuda(x, weight, Tensor<T>(), eps, true);
+#endif
+  detail::require_cpu(x, "rms_norm");
   const int64_t rows = x.numel() / D;
   Tensor<T> xc = x.detach().contiguous();
   Tensor<T> w = weight.defined() ? weight.detach().contiguous() : Tensor<T>();
