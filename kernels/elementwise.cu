@@ -153,8 +153,9 @@ void fill(T v, T* out, const Geometry& g) {
   TXTCLS_UNARY(T, Neg) TXTCLS_UNARY(T, Exp) TXTCLS_UNARY(T, Log) TXTCLS_UNARY(T, Sqrt) TXTCLS_UNARY(T, Rsqrt) \
   TXTCLS_UNARY(T, Pow) TXTCLS_UNARY(T, Tanh) TXTCLS_UNARY(T, Sigmoid) TXTCLS_UNARY(T, Relu)                  \
   TXTCLS_UNARY(T, GeluErf) TXTCLS_UNARY(T, GeluTanh) TXTCLS_UNARY(T, Softplus) TXTCLS_UNARY(T, Abs)          \
-  TXTCLS_UNARY(T, Identity) TXTCLS_UNARY(T, Affine) TXTCLS_UNARY(T, Rdiv)                                    \
+  TXTCLS_UNARY(T, Identity) TXTCLS_UNARY(T, Affine) TXTCLS_UNARY(T, Rdiv) TXTCLS_UNARY(T, DivBy)            \
   TXTCLS_BINARY(T, Add) TXTCLS_BINARY(T, Sub) TXTCLS_BINARY(T, Mul) TXTCLS_BINARY(T, Div)                    \
+  TXTCLS_BINARY(T, EmaStep)                                                                                   \
   template void fill<T>(T, T*, const Geometry&);
 
 TXTCLS_ELEMENTWISE(float)

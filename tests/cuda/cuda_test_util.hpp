@@ -13,6 +13,7 @@
 #include "txtcls/ops/matmul.hpp"
 #include "txtcls/ops/norm.hpp"
 #include "txtcls/ops/softmax.hpp"
+#include "txtcls/train/ema.hpp"
 #include "txtcls/train/optim.hpp"
 
 namespace ct {

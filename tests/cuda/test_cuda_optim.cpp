@@ -46,3 +46,34 @@ TEST_CASE("cuda fused Adam and AdamW match the CPU optimizers", "[cuda][optim]")
   o.beta1 = 0.3;  // the other lerp formula
   check_optimizer<double, train::AdamW<double>>(o);
 }
+
+TEST_CASE("cuda weight average (EMA) matches the CPU, apply and restore included", "[cuda][optim]") {
+  std::vector<Shape> shapes = {{1}, {31}, {1025, 3}};
+  nn::NamedTensors<float> cpu_params, gpu_params;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    Tensor<float> p = ct::rnd<float>(shapes[i], 300 + i);
+    cpu_params.emplace_back("p" + std::to_string(i), p.clone().detach());
+    gpu_params.emplace_back("p" + std::to_string(i), p.to(gpu()).detach());
+  }
+  train::Ema<float> cpu_ema(cpu_params, 0.99), gpu_ema(gpu_params, 0.99);
+  for (int step = 0; step < 5; ++step) {
+    NoGradGuard ng;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      Tensor<float> next = ct::rnd<float>(shapes[i], 400 + 10 * step + i);
+      cpu_params[i].second.copy_(next);
+      gpu_params[i].second.copy_(next);
+    }
+    cpu_ema.update();
+    gpu_ema.update();
+  }
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    // The same arithmetic, up to the compilers' choice of fused multiply-adds.
+    CT_REQUIRE_CLOSE(gpu_ema.averaged(i).cpu(), cpu_ema.averaged(i), float);
+  }
+  const auto raw = gpu_params[2].second.cpu().to_vector();
+  {
+    auto scope = gpu_ema.scope();
+    CT_REQUIRE_CLOSE(gpu_params[2].second.cpu(), cpu_ema.averaged(2), float);
+  }
+  REQUIRE(gpu_params[2].second.cpu().to_vector() == raw);
+}

@@ -97,6 +97,19 @@ struct Affine {
   template <class T> TXTCLS_HD T f(T x) const { return static_cast<T>(alpha) * x + static_cast<T>(beta); }
   template <class T> TXTCLS_HD T df(T, T) const { return static_cast<T>(alpha); }
 };
+// x / d (the weight average's bias correction divides, as the CPU loop always did).
+struct DivBy {
+  double d = 1;
+  template <class T> TXTCLS_HD T f(T x) const { return x / static_cast<T>(d); }
+  template <class T> TXTCLS_HD T df(T, T) const { return T(1) / static_cast<T>(d); }
+};
+// The weight average's step: avg * beta + (1 - beta) * w, with both factors given.
+struct EmaStep {
+  double beta = 0, weight = 1;
+  template <class T> TXTCLS_HD T operator()(T avg, T w) const {
+    return avg * static_cast<T>(beta) + static_cast<T>(weight) * w;
+  }
+};
 // s / x
 struct Rdiv {
   double s = 1;

@@ -27,9 +27,8 @@ class Ema {
     NoGradGuard ng;
     for (auto& [n, p] : params_) {
       TXTCLS_CHECK(p.defined(), "Ema: parameter '", n, "' is undefined");
-      txtcls::detail::require_cpu(p, "Ema");
       TXTCLS_CHECK(p.is_contiguous(), "Ema: parameter '", n, "' is not contiguous");
-      avg_.push_back(start == EmaStart::Weights ? p.detach().clone() : zeros<T>(p.shape()));
+      avg_.push_back(start == EmaStart::Weights ? p.detach().clone() : zeros<T>(p.shape(), p.device()));
     }
   }
   explicit Ema(const nn::Module<T>& m, double beta = 0.99, EmaStart start = EmaStart::Weights)
@@ -45,7 +44,14 @@ class Ema {
     ++steps_;
     const T b = static_cast<T>(beta_), w = static_cast<T>(1 - beta_);
     for (size_t i = 0; i < params_.size(); ++i) {
-      txtcls::detail::require_cpu(params_[i].second, "Ema::update");  // no CUDA kernel yet
+#ifdef TXTCLS_WITH_CUDA
+      if (avg_[i].device().is_cuda()) {  // the same step, in place, as one kernel
+        const Shape& st = avg_[i].strides();
+        cuda::binary<T>(fn::EmaStep{beta_, 1 - beta_}, avg_[i].data(), params_[i].second.data(), avg_[i].data(),
+                        cuda::make_geometry(avg_[i].shape(), {st, st, params_[i].second.strides()}, "Ema::update"));
+        continue;
+      }
+#endif
       T* a = avg_[i].data();
       const T* p = params_[i].second.data();
       const int64_t n = avg_[i].numel();
@@ -61,7 +67,9 @@ class Ema {
     NoGradGuard ng;
     if (steps_ == 0) return (start_ == EmaStart::Zeros ? params_[i].second.detach() : avg_[i]).clone();
     const T denom = static_cast<T>(1 - std::pow(beta_, static_cast<double>(steps_)));
-    txtcls::detail::require_cpu(avg_[i], "Ema::averaged");
+#ifdef TXTCLS_WITH_CUDA
+    if (avg_[i].device().is_cuda()) return txtcls::detail::map_unary(avg_[i], fn::DivBy{static_cast<double>(denom)}, "Ema");
+#endif
     Tensor<T> out(avg_[i].shape());
     const T* a = avg_[i].data();
     T* o = out.data();
