@@ -22,6 +22,8 @@ class Dropout : public UnaryModule<T> {
   double p() const { return p_; }
   // The generator must outlive the module; nullptr returns to default_generator().
   void set_generator(Generator* g) { gen_ = g; }
+  // The generator set_generator gave, or nullptr (ops that apply this dropout themselves draw from it).
+  Generator* generator() const { return gen_; }
 
  private:
   double p_;

@@ -4,6 +4,8 @@
 //
 //   XLNetRelativeAttention  Transformer-XL/XLNet attention: content, position and segment terms,
 //                           memory of earlier segments, and XLNet's two-stream (h/g) attention.
+//                           Its attention core runs fused (ops/relative_attention_fused.hpp) unless
+//                           `fused` is cleared; the unfused composition is the reference.
 //   T5Attention             T5 attention: no 1/sqrt(d) scaling, a learned bucketed position bias
 //                           owned by the first layer and shared by the others.
 //   xlnet_cache_mem, xlnet_causal_mask, xlnet_attention_masks, xlnet_segment_matrix: the segment
@@ -23,6 +25,7 @@
 #include "txtcls/nn/linear.hpp"
 #include "txtcls/ops/indexing.hpp"
 #include "txtcls/ops/matmul.hpp"
+#include "txtcls/ops/relative_attention_fused.hpp"
 #include "txtcls/ops/relative_position.hpp"
 #include "txtcls/ops/softmax.hpp"
 
@@ -159,6 +162,9 @@ Tensor<T> xlnet_segment_matrix(const Tensor<int64_t>& token_type_ids, int64_t ml
 //   score = (ac + bd + ef) * scale - 1e30 * mask;  prob = softmax_j(score);  dropout(prob)
 //   out = LayerNorm(h + dropout(o-projection(prob @ v)))
 // Keys and values are taken over [mems; h] (klen = mlen + qlen); the memory is detached here.
+// With `fused` (the default) rel_attn_core is the fused kernel relative_attention(), which stores
+// no [qlen, klen] or [qlen, P] scores for backward; the unfused composition (fused = false) is
+// HF's and the reference. Both draw the same dropout masks from the dropout module's generator.
 template <class T>
 class XLNetRelativeAttention : public Module<T> {
  public:
@@ -261,6 +267,7 @@ class XLNetRelativeAttention : public Module<T> {
   Tensor<T> rel_attn_core(const Tensor<T>& q_head, const Tensor<T>& k_head_h, const Tensor<T>& v_head_h,
                           const Tensor<T>& k_head_r, const Tensor<T>& seg_mat, const Tensor<uint8_t>& attn_mask,
                           Tensor<T>* attn_prob = nullptr) {
+    if (fused) return fused_core(q_head, k_head_h, v_head_h, k_head_r, seg_mat, attn_mask, attn_prob);
     const int64_t klen = k_head_h.size(2);
     auto bias = [&](const Tensor<T>& b) { return add(q_head, b.unsqueeze(1)); };  // + [N, 1, D]
     Tensor<T> ac = matmul(bias(r_w_bias), k_head_h.transpose(-1, -2));
@@ -295,6 +302,14 @@ class XLNetRelativeAttention : public Module<T> {
   int64_t d_head() const { return d_head_; }
   double scale() const { return scale_; }
 
+  // true: the attention core is the fused relative_attention(); false: the unfused composition above.
+  bool fused = true;
+  // Fused core only: whether it fills Output::attn_prob_h / attn_prob_g, written by the kernel as
+  // a side output (values only, no gradient through them; one [B, N, qlen, klen] tensor per
+  // stream). Clear it to keep the fused core's memory at O(B N L d_head). The unfused path always
+  // fills them (it has them anyway).
+  bool output_attentions = true;
+
   Tensor<T> q, k, v, o, r;                       // [d_model, n_head, d_head]
   Tensor<T> r_r_bias, r_s_bias, r_w_bias;        // [n_head, d_head]
   Tensor<T> seg_embed;                           // [2, n_head, d_head]
@@ -311,6 +326,36 @@ class XLNetRelativeAttention : public Module<T> {
     }
     TXTCLS_CHECK(ok, type_name(), ": ", what, " of shape ", shape_str(m.shape()),
                  " does not broadcast to the scores [B, n_head, qlen, klen] = ", shape_str(scores));
+  }
+
+  // rel_attn_core through the fused kernel: the same scores, masks (HF's -1e30 rule) and dropout
+  // draws (the dropout module's generator and rule; a training call with p = 0 still reserves the
+  // counters dropout() would have).
+  Tensor<T> fused_core(const Tensor<T>& q_head, const Tensor<T>& k_head_h, const Tensor<T>& v_head_h,
+                       const Tensor<T>& k_head_r, const Tensor<T>& seg_mat, const Tensor<uint8_t>& attn_mask,
+                       Tensor<T>* attn_prob) {
+    RelativeAttentionOptions<T> o;
+    if (seg_mat.defined()) {
+      o.seg_mat = seg_mat;
+      o.r_s_bias = r_s_bias;
+      o.seg_embed = seg_embed;
+    }
+    o.mask = attn_mask;
+    o.scale = scale_;
+    if (dropout->is_training()) {
+      Generator& gen = dropout->generator() ? *dropout->generator() : default_generator();
+      if (dropout->p() > 0) {
+        o.dropout_p = dropout->p();
+        o.generator = &gen;
+      } else {
+        gen.reserve(static_cast<uint64_t>(q_head.size(0) * n_head_ * q_head.size(2) * k_head_h.size(2)));
+      }
+    }
+    Tensor<T> probs;
+    if (attn_prob && output_attentions) o.probs = &probs;
+    Tensor<T> out = relative_attention(q_head, k_head_h, v_head_h, k_head_r, r_w_bias, r_r_bias, o);
+    if (attn_prob) *attn_prob = probs;
+    return out;
   }
 
   int64_t d_model_, n_head_, d_head_;
