@@ -26,14 +26,18 @@
 //    own slice of the recurrent GEMM; threads meet once per step only when they share a
 //    direction.
 //
-// Device seam: everything device-specific is in lstm_forward_cpu / lstm_backward_cpu, which
-// read and write an LstmSaved; a CUDA implementation provides the same pair and is dispatched
-// from lstm_directions().
+// Devices: everything CPU-specific is in lstm_forward_cpu / lstm_backward_cpu, which read and
+// write an LstmSaved. On a CUDA tensor, lstm_directions() runs the GPU implementation instead
+// (txtcls/cuda/lstm.hpp: the own kernels, or cuDNN's RNN behind cuda::set_lstm_backend), with
+// the same semantics and the same gradients.
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <numeric>
+#include <utility>
 #include <vector>
 
+#include "txtcls/cuda/lstm.hpp"
 #include "txtcls/ops/packed_gemm.hpp"
 #include "txtcls/tensor.hpp"
 
@@ -507,8 +511,29 @@ void lstm_backward_cpu(LstmSaved<T>& st, const Tensor<T>& grad_out, LstmGrads<T>
   }
 }
 
+// The device the op runs on: x's, when it is a CUDA tensor in a CUDA build; otherwise the CPU
+// (whose checks then reject a device tensor with require_cpu's message).
 template <class T>
-void lstm_check_direction(const LstmWeights<T>& w, int64_t I, const char* op) {
+Device lstm_device(const Tensor<T>& x) {
+#ifdef TXTCLS_WITH_CUDA
+  if (x.device().is_cuda()) return x.device();
+#endif
+  (void)x;
+  return Device::cpu();
+}
+
+template <class T>
+void lstm_require_device(const Tensor<T>& t, Device dev, const char* op) {
+  if (dev.is_cpu()) {
+    require_cpu(t, op);
+    return;
+  }
+  TXTCLS_CHECK(t.device() == dev, op, ": x is on ", dev.str(), " but a tensor of shape ", shape_str(t.shape()),
+               " is on ", t.device().str(), " (weights and initial states must be on x's device)");
+}
+
+template <class T>
+void lstm_check_direction(const LstmWeights<T>& w, int64_t I, Device dev, const char* op) {
   TXTCLS_CHECK(w.w_ih.defined() && w.w_hh.defined(), op, ": w_ih and w_hh are required");
   TXTCLS_CHECK(w.w_hh.dim() == 2 && w.w_hh.size(0) == 4 * w.w_hh.size(1), op, ": w_hh must be [4H, H], got ",
                shape_str(w.w_hh.shape()));
@@ -520,35 +545,66 @@ void lstm_check_direction(const LstmWeights<T>& w, int64_t I, const char* op) {
       TXTCLS_CHECK(b->dim() == 1 && b->size(0) == 4 * H, op, ": biases must be [4H] = [", 4 * H, "], got ",
                    shape_str(b->shape()));
   for (const Tensor<T>* t : {&w.w_ih, &w.w_hh, &w.b_ih, &w.b_hh})
-    if (t->defined()) require_cpu(*t, op);
+    if (t->defined()) lstm_require_device(*t, dev, op);
 }
 
-// The shared driver: D directions over the same input, outputs side by side.
+// lstm_directions' autograd inputs: x, then w_ih, w_hh, b_ih, b_hh per direction, then h0, c0.
 template <class T>
-Tensor<T> lstm_directions(const Tensor<T>& x, const Tensor<int64_t>& lengths, const std::vector<LstmWeights<T>>& dirs,
-                          const std::vector<bool>& reverse, const Tensor<T>& h0, const Tensor<T>& c0, const char* op) {
-  TXTCLS_CHECK(x.defined() && x.dim() == 3, op, ": x must be [B, T, I], got ",
-               x.defined() ? shape_str(x.shape()) : std::string("undefined"));
-  require_cpu(x, op);
-  const int64_t B = x.size(0), Tm = x.size(1), I = x.size(2);
-  TXTCLS_CHECK(lengths.defined() && lengths.dim() == 1 && lengths.size(0) == B, op, ": lengths must be [B] = [", B,
-               "], got ", lengths.defined() ? shape_str(lengths.shape()) : std::string("undefined"));
-  require_cpu(lengths, op);
-  std::vector<int64_t> len = lengths.to_vector();
-  for (int64_t b = 0; b < B; ++b)
-    TXTCLS_CHECK(len[b] >= 0 && len[b] <= Tm, op, ": lengths[", b, "] = ", len[b], " is outside [0, ", Tm,
-                 "] for x of shape ", shape_str(x.shape()));
-  for (const auto& w : dirs) lstm_check_direction(w, I, op);
-  const int64_t H = dirs[0].w_hh.size(1);
-  for (const auto& w : dirs)
-    TXTCLS_CHECK(w.w_hh.size(1) == H, op, ": directions differ in hidden size (", H, " vs ", w.w_hh.size(1), ")");
-  for (const Tensor<T>* s : {&h0, &c0})
-    if (s->defined()) {
-      TXTCLS_CHECK(s->dim() == 2 && s->size(0) == B && s->size(1) == H, op, ": initial states must be [B, H] = [", B,
-                   ", ", H, "], got ", shape_str(s->shape()));
-      require_cpu(*s, op);
-    }
+std::vector<Tensor<T>> lstm_inputs(const Tensor<T>& x, const std::vector<LstmWeights<T>>& dirs, const Tensor<T>& h0,
+                                   const Tensor<T>& c0) {
+  std::vector<Tensor<T>> inputs{x};
+  for (const auto& w : dirs) inputs.insert(inputs.end(), {w.w_ih, w.w_hh, w.b_ih, w.b_hh});
+  inputs.insert(inputs.end(), {h0, c0});
+  return inputs;
+}
 
+// Which gradients a backward produces: both weight matrices of every direction when any is
+// needed, both biases likewise (their gradients are equal).
+struct LstmNeeds {
+  bool x = false, w = false, b = false, h0 = false, c0 = false;
+};
+
+inline LstmNeeds lstm_needs(const std::vector<bool>& needs, int64_t D) {
+  LstmNeeds n;
+  n.x = needs[0];
+  for (int64_t d = 0; d < D; ++d) {
+    n.w = n.w || needs[1 + 4 * d] || needs[2 + 4 * d];
+    n.b = n.b || needs[3 + 4 * d] || needs[4 + 4 * d];
+  }
+  n.h0 = needs[1 + 4 * D];
+  n.c0 = needs[2 + 4 * D];
+  return n;
+}
+
+// The gradients in the order of lstm_inputs. The initial states are shared by the directions;
+// their gradients are those of direction 0.
+template <class T>
+std::vector<Tensor<T>> lstm_grad_list(const LstmGrads<T>& gr, int64_t D, const LstmNeeds& n) {
+  std::vector<Tensor<T>> out_grads{gr.x};
+  for (int64_t d = 0; d < D; ++d) {
+    out_grads.push_back(n.w ? gr.w_ih[d] : Tensor<T>());
+    out_grads.push_back(n.w ? gr.w_hh[d] : Tensor<T>());
+    out_grads.push_back(n.b ? gr.bias[d] : Tensor<T>());
+    out_grads.push_back(n.b ? gr.bias[d] : Tensor<T>());
+  }
+  out_grads.push_back(gr.h0.empty() ? Tensor<T>() : gr.h0[0]);
+  out_grads.push_back(gr.c0.empty() ? Tensor<T>() : gr.c0[0]);
+  return out_grads;
+}
+
+// The forward's output and the backward that goes with it (given the output gradient and what
+// is needed, the gradients of lstm_inputs).
+template <class T>
+struct LstmRun {
+  Tensor<T> out;
+  std::function<LstmGrads<T>(const Tensor<T>& grad_out, const LstmNeeds& needs)> backward;
+};
+
+// The fused CPU op (lstm_forward_cpu / lstm_backward_cpu).
+template <class T>
+LstmRun<T> lstm_run_cpu(const Tensor<T>& x, const std::vector<int64_t>& len, const std::vector<LstmWeights<T>>& dirs,
+                        const std::vector<bool>& reverse, const Tensor<T>& h0, const Tensor<T>& c0) {
+  const int64_t B = x.size(0), Tm = x.size(1), I = x.size(2), H = dirs[0].w_hh.size(1);
   const int64_t D = static_cast<int64_t>(dirs.size());
   auto st = std::make_shared<LstmSaved<T>>();
   st->sched = lstm_schedule(len, Tm);
@@ -568,36 +624,316 @@ Tensor<T> lstm_directions(const Tensor<T>& x, const Tensor<int64_t>& lengths, co
     h0s[d] = c(h0);
     c0s[d] = c(c0);
   }
-  // The device seam: a CUDA build adds lstm_forward_cuda / lstm_backward_cuda over the same
-  // LstmSaved and dispatches on x.device() here and in the backward below (until then the
-  // require_cpu checks above reject device tensors with a clear message).
   Tensor<T> out({B, Tm, D * H});
   lstm_forward_cpu(*st, wc, h0s, c0s, out);
+  return {out, [st](const Tensor<T>& g, const LstmNeeds& n) {
+            LstmGrads<T> gr;
+            lstm_backward_cpu(*st, g.contiguous(), gr, n.x, n.w, n.b, n.h0, n.c0);
+            return gr;
+          }};
+}
 
-  std::vector<Tensor<T>> inputs{x};
-  for (const auto& w : dirs) inputs.insert(inputs.end(), {w.w_ih, w.w_hh, w.b_ih, w.b_hh});
-  inputs.insert(inputs.end(), {h0, c0});
-  autograd::record<T>(out, op, inputs, [st, D](const Tensor<T>& g, const std::vector<bool>& needs) {
-    bool need_w = false, need_b = false;
+#ifdef TXTCLS_WITH_CUDA
+// ---- the GPU path (kernels/lstm.cu, kernels/lstm_cudnn.cu; see txtcls/cuda/lstm.hpp)
+
+// The op's arguments on the device, contiguous and detached.
+template <class T>
+struct LstmCudaArgs {
+  int64_t D = 1, B = 0, Tm = 0, I = 0, H = 0, S = 0;  // S: the longest length
+  Device dev;
+  std::vector<int64_t> len;
+  Tensor<int64_t> len_dev;
+  std::vector<bool> reverse;
+  Tensor<T> x, h0, c0;
+  std::vector<LstmWeights<T>> w;
+  bool has_bias = false;
+
+  cuda::LstmWeightPtrs<T> weight_ptrs() const {
+    cuda::LstmWeightPtrs<T> p;
     for (int64_t d = 0; d < D; ++d) {
-      need_w = need_w || needs[1 + 4 * d] || needs[2 + 4 * d];
-      need_b = need_b || needs[3 + 4 * d] || needs[4 + 4 * d];
+      p.w_ih[d] = w[d].w_ih.data();
+      p.w_hh[d] = w[d].w_hh.data();
+      p.b_ih[d] = w[d].b_ih.defined() ? w[d].b_ih.data() : nullptr;
+      p.b_hh[d] = w[d].b_hh.defined() ? w[d].b_hh.data() : nullptr;
     }
-    const bool need_h0 = needs[1 + 4 * D], need_c0 = needs[2 + 4 * D];
-    LstmGrads<T> gr;
-    lstm_backward_cpu(*st, g.contiguous(), gr, needs[0], need_w, need_b, need_h0, need_c0);
-    std::vector<Tensor<T>> out_grads{gr.x};
-    for (int64_t d = 0; d < D; ++d) {
-      out_grads.push_back(need_w ? gr.w_ih[d] : Tensor<T>());
-      out_grads.push_back(need_w ? gr.w_hh[d] : Tensor<T>());
-      out_grads.push_back(need_b ? gr.bias[d] : Tensor<T>());
-      out_grads.push_back(need_b ? gr.bias[d] : Tensor<T>());
-    }
-    out_grads.push_back(gr.h0[0]);
-    out_grads.push_back(gr.c0[0]);
-    return out_grads;
-  });
+    return p;
+  }
+};
+
+template <class T>
+const T* lstm_ptr(const Tensor<T>& t) {
+  return t.defined() ? t.data() : nullptr;
+}
+template <class T>
+T* lstm_ptr(Tensor<T>& t) {
+  return t.defined() ? t.data() : nullptr;
+}
+
+// The output gradient must be where the forward ran (the kernels take its pointer as is).
+template <class T>
+void lstm_check_grad_device(const Tensor<T>& grad_out, Device dev) {
+  TXTCLS_CHECK(grad_out.device() == dev, "lstm backward: the output gradient is on ", grad_out.device().str(),
+               ", the forward ran on ", dev.str());
+}
+
+// Per-direction views of stacked [D, ...] gradients (undefined when not wanted).
+template <class T>
+std::vector<Tensor<T>> lstm_split_directions(const Tensor<T>& stacked, int64_t D, bool wanted) {
+  std::vector<Tensor<T>> out;
+  for (int64_t d = 0; d < D; ++d) out.push_back(wanted ? stacked.select(0, d) : Tensor<T>());
   return out;
+}
+
+// Every length zero (or an empty batch): nothing runs, the output and every gradient are zero.
+template <class T>
+LstmRun<T> lstm_run_empty(const LstmCudaArgs<T>& a) {
+  const int64_t D = a.D, B = a.B, Tm = a.Tm, I = a.I, H = a.H;
+  const Device dev = a.dev;
+  return {zeros<T>({B, Tm, D * H}, dev), [=](const Tensor<T>&, const LstmNeeds& n) {
+            LstmGrads<T> gr;
+            if (n.x) gr.x = zeros<T>({B, Tm, I}, dev);
+            for (int64_t d = 0; d < D; ++d) {
+              gr.w_ih.push_back(n.w ? zeros<T>({4 * H, I}, dev) : Tensor<T>());
+              gr.w_hh.push_back(n.w ? zeros<T>({4 * H, H}, dev) : Tensor<T>());
+              gr.bias.push_back(n.b ? zeros<T>({4 * H}, dev) : Tensor<T>());
+            }
+            gr.h0.push_back(n.h0 ? zeros<T>({B, H}, dev) : Tensor<T>());
+            gr.c0.push_back(n.c0 ? zeros<T>({B, H}, dev) : Tensor<T>());
+            return gr;
+          }};
+}
+
+// What the own kernels' forward keeps for the backward.
+template <class T>
+struct LstmCudaSaved {
+  cuda::LstmDims dims;
+  unsigned reverse = 0;
+  Tensor<int64_t> len_dev;
+  Tensor<T> w_ih, w_hh, bias;         // stacked over the directions
+  Tensor<T> h0, c0;                   // [B, H] or undefined
+  Tensor<T> xs, gates, cell, hidden;  // [D, S, B, *]
+
+  cuda::LstmState<T> state() {
+    cuda::LstmState<T> s;
+    s.lengths = len_dev.data();
+    s.reverse = reverse;
+    s.w_ih = w_ih.data();
+    s.w_hh = w_hh.data();
+    s.bias = lstm_ptr(bias);
+    s.h0 = lstm_ptr(std::as_const(h0));
+    s.c0 = lstm_ptr(std::as_const(c0));
+    s.xs = xs.data();
+    s.gates = gates.data();
+    s.cell = cell.data();
+    s.hidden = hidden.data();
+    return s;
+  }
+};
+
+template <class T>
+LstmGrads<T> lstm_backward_own(LstmCudaSaved<T>& st, const Tensor<T>& grad_out, const LstmNeeds& n) {
+  const cuda::LstmDims& dm = st.dims;
+  const int64_t D = dm.dirs, B = dm.batch, S = dm.steps, I = dm.input, H = dm.hidden;
+  const Device dev = st.xs.device();
+  lstm_check_grad_device(grad_out, dev);
+  Tensor<T> g = grad_out.contiguous();
+  Tensor<T> dw_ih, dw_hh, db, dh0, dxs;
+  Tensor<T> dc({D, B, H}, dev), dh({D, B, H}, dev), dy({D, S, B, H}, dev);
+  LstmGrads<T> gr;
+  if (n.x) {
+    gr.x = Tensor<T>({B, dm.time, I}, dev);
+    dxs = Tensor<T>({D, S, B, I}, dev);
+  }
+  if (n.w) {
+    dw_ih = Tensor<T>({D, 4 * H, I}, dev);
+    dw_hh = Tensor<T>({D, 4 * H, H}, dev);
+  }
+  if (n.b) db = Tensor<T>({D, 4 * H}, dev);
+  if (n.h0) dh0 = Tensor<T>({D, B, H}, dev);
+  cuda::LstmGradPtrs<T> p;
+  p.x = lstm_ptr(gr.x);
+  p.w_ih = lstm_ptr(dw_ih);
+  p.w_hh = lstm_ptr(dw_hh);
+  p.bias = lstm_ptr(db);
+  p.h0 = lstm_ptr(dh0);
+  p.dc = dc.data();
+  p.dh = dh.data();
+  p.dy = dy.data();
+  p.dxs = lstm_ptr(dxs);
+  cuda::lstm_backward<T>(dm, st.state(), g.data(), p);
+  gr.w_ih = lstm_split_directions(dw_ih, D, n.w);
+  gr.w_hh = lstm_split_directions(dw_hh, D, n.w);
+  gr.bias = lstm_split_directions(db, D, n.b);
+  gr.h0 = lstm_split_directions(dh0, D, n.h0);
+  gr.c0 = lstm_split_directions(dc, D, n.c0);  // dc ends as the gradient of c0
+  return gr;
+}
+
+// The own kernels (kernels/lstm.cu).
+template <class T>
+LstmRun<T> lstm_run_own(const LstmCudaArgs<T>& a) {
+  auto st = std::make_shared<LstmCudaSaved<T>>();
+  const int64_t D = a.D, B = a.B, S = a.S, I = a.I, H = a.H;
+  const Device dev = a.dev;
+  st->dims = {D, B, a.Tm, S, I, H};
+  for (int64_t d = 0; d < D; ++d)
+    if (a.reverse[d]) st->reverse |= 1u << d;
+  st->len_dev = a.len_dev;
+  st->w_ih = Tensor<T>({D, 4 * H, I}, dev);
+  st->w_hh = Tensor<T>({D, 4 * H, H}, dev);
+  if (a.has_bias) st->bias = Tensor<T>({D, 4 * H}, dev);
+  st->h0 = a.h0;
+  st->c0 = a.c0;
+  st->xs = Tensor<T>({D, S, B, I}, dev);
+  st->gates = Tensor<T>({D, S, B, 4 * H}, dev);
+  st->cell = Tensor<T>({D, S, B, H}, dev);
+  st->hidden = Tensor<T>({D, S, B, H}, dev);
+  Tensor<T> out({B, a.Tm, D * H}, dev);
+  cuda::lstm_forward<T>(st->dims, a.weight_ptrs(), st->state(), a.x.data(), out.data());
+  return {out, [st](const Tensor<T>& g, const LstmNeeds& n) { return lstm_backward_own(*st, g, n); }};
+}
+
+#ifdef TXTCLS_WITH_CUDNN
+// cuDNN's RNN (kernels/lstm_cudnn.cu), for cuda::set_lstm_backend(cuda::LstmBackend::Cudnn).
+template <class T>
+LstmRun<T> lstm_run_cudnn(const LstmCudaArgs<T>& a, const char* op) {
+  const int64_t D = a.D, B = a.B, Tm = a.Tm, I = a.I, H = a.H;
+  const Device dev = a.dev;
+  for (int64_t b = 0; b < B; ++b)
+    TXTCLS_CHECK(a.len[b] >= 1, op, ": the cuDNN LSTM backend takes no empty sequence, but lengths[", b,
+                 "] = 0 for x of shape ", shape_str(a.x.shape()), " (cuda::LstmBackend::Own handles them)");
+  TXTCLS_CHECK(D == 1 || (!a.reverse[0] && a.reverse[1]), op,
+               ": the cuDNN LSTM backend runs two directions only as [forward | reverse]");
+  // cuDNN takes one initial state per direction: [D, B, H].
+  auto per_direction = [&](const Tensor<T>& s) {
+    return !s.defined() || D == 1 ? s : s.unsqueeze(0).expand({D, B, H}).contiguous();
+  };
+  Tensor<T> hx = per_direction(a.h0), cx = per_direction(a.c0);
+  Tensor<T> out({B, Tm, D * H}, dev);
+  cuda::CudnnLstmDims dims;
+  dims.dirs = D;
+  dims.batch = B;
+  dims.time = Tm;
+  dims.input = I;
+  dims.hidden = H;
+  dims.reverse = D == 1 && a.reverse[0];
+  dims.lengths_host = a.len.data();
+  dims.lengths = a.len_dev.data();
+  std::shared_ptr<cuda::CudnnLstmPlan> plan(
+      cuda::cudnn_lstm_forward<T>(dims, a.weight_ptrs(), a.has_bias, a.x.data(), lstm_ptr(std::as_const(hx)),
+                                  lstm_ptr(std::as_const(cx)), out.data()),
+      cuda::CudnnLstmPlanDeleter{});
+  // The backward reads x, the initial states and the output of the forward. A detached view of
+  // the output: the closure lives in the output's own graph node, so holding `out` itself would
+  // be a cycle.
+  Tensor<T> x = a.x, y = out.detach();
+  return {out, [plan, x, hx, cx, y, D, B, Tm, I, H, dev](const Tensor<T>& grad_out, const LstmNeeds& n) {
+            lstm_check_grad_device(grad_out, dev);
+            Tensor<T> g = grad_out.contiguous();
+            Tensor<T> dw_ih, dw_hh, db, dh0, dc0;
+            LstmGrads<T> gr;
+            if (n.x) gr.x = Tensor<T>({B, Tm, I}, dev);
+            if (n.w) {
+              dw_ih = Tensor<T>({D, 4 * H, I}, dev);
+              dw_hh = Tensor<T>({D, 4 * H, H}, dev);
+            }
+            if (n.b) db = Tensor<T>({D, 4 * H}, dev);
+            if (n.h0) dh0 = Tensor<T>({D, B, H}, dev);
+            if (n.c0) dc0 = Tensor<T>({D, B, H}, dev);
+            cuda::cudnn_lstm_backward<T>(*plan, x.data(), lstm_ptr(hx), lstm_ptr(cx), y.data(), g.data(),
+                                         lstm_ptr(gr.x), lstm_ptr(dw_ih), lstm_ptr(dw_hh), lstm_ptr(db), lstm_ptr(dh0),
+                                         lstm_ptr(dc0));
+            gr.w_ih = lstm_split_directions(dw_ih, D, n.w);
+            gr.w_hh = lstm_split_directions(dw_hh, D, n.w);
+            gr.bias = lstm_split_directions(db, D, n.b);
+            gr.h0 = lstm_split_directions(dh0, D, n.h0);
+            gr.c0 = lstm_split_directions(dc0, D, n.c0);
+            return gr;
+          }};
+}
+#endif
+
+// The GPU op: arguments made contiguous on the device, then the selected backend.
+template <class T>
+LstmRun<T> lstm_run_cuda(const Tensor<T>& x, const Tensor<int64_t>& lengths, const std::vector<int64_t>& len,
+                         const std::vector<LstmWeights<T>>& dirs, const std::vector<bool>& reverse,
+                         const Tensor<T>& h0, const Tensor<T>& c0, const char* op) {
+  LstmCudaArgs<T> a;
+  a.D = static_cast<int64_t>(dirs.size());
+  a.B = x.size(0);
+  a.Tm = x.size(1);
+  a.I = x.size(2);
+  a.H = dirs[0].w_hh.size(1);
+  TXTCLS_CHECK(a.I >= 1 && a.H >= 1, op, ": the CUDA LSTM needs I >= 1 and H >= 1, got x of shape ",
+               shape_str(x.shape()), " and H = ", a.H);
+  a.dev = x.device();
+  a.len = len;
+  a.S = len.empty() ? 0 : *std::max_element(len.begin(), len.end());
+  a.len_dev = lengths.device() == a.dev && lengths.is_contiguous() ? lengths
+                                                                   : from_vector<int64_t>(len, {a.B}).to(a.dev);
+  a.reverse = reverse;
+  auto c = [](const Tensor<T>& t) { return t.defined() ? t.detach().contiguous() : Tensor<T>(); };
+  a.x = c(x);
+  a.h0 = c(h0);
+  a.c0 = c(c0);
+  for (const auto& w : dirs) {
+    a.w.push_back({c(w.w_ih), c(w.w_hh), c(w.b_ih), c(w.b_hh)});
+    a.has_bias = a.has_bias || w.b_ih.defined() || w.b_hh.defined();
+  }
+  if (a.S == 0) return lstm_run_empty(a);
+#ifdef TXTCLS_WITH_CUDNN
+  if (cuda::lstm_backend() == cuda::LstmBackend::Cudnn) return lstm_run_cudnn(a, op);
+#endif
+  return lstm_run_own(a);
+}
+#endif  // TXTCLS_WITH_CUDA
+
+// The shared driver: D directions over the same input, outputs side by side. On a CUDA tensor
+// it runs on the GPU (every other tensor on the same device; lengths on the CPU or there too).
+template <class T>
+Tensor<T> lstm_directions(const Tensor<T>& x, const Tensor<int64_t>& lengths, const std::vector<LstmWeights<T>>& dirs,
+                          const std::vector<bool>& reverse, const Tensor<T>& h0, const Tensor<T>& c0, const char* op) {
+  TXTCLS_CHECK(x.defined() && x.dim() == 3, op, ": x must be [B, T, I], got ",
+               x.defined() ? shape_str(x.shape()) : std::string("undefined"));
+  const Device dev = lstm_device(x);
+  lstm_require_device(x, dev, op);
+  const int64_t B = x.size(0), Tm = x.size(1), I = x.size(2);
+  TXTCLS_CHECK(lengths.defined() && lengths.dim() == 1 && lengths.size(0) == B, op, ": lengths must be [B] = [", B,
+               "], got ", lengths.defined() ? shape_str(lengths.shape()) : std::string("undefined"));
+  if (dev.is_cpu())
+    require_cpu(lengths, op);
+  else
+    TXTCLS_CHECK(lengths.device().is_cpu() || lengths.device() == dev, op, ": lengths must be on the CPU or on ",
+                 dev.str(), " with x, got ", lengths.device().str());
+  std::vector<int64_t> len = lengths.to_vector();
+  for (int64_t b = 0; b < B; ++b)
+    TXTCLS_CHECK(len[b] >= 0 && len[b] <= Tm, op, ": lengths[", b, "] = ", len[b], " is outside [0, ", Tm,
+                 "] for x of shape ", shape_str(x.shape()));
+  for (const auto& w : dirs) lstm_check_direction(w, I, dev, op);
+  const int64_t H = dirs[0].w_hh.size(1);
+  for (const auto& w : dirs)
+    TXTCLS_CHECK(w.w_hh.size(1) == H, op, ": directions differ in hidden size (", H, " vs ", w.w_hh.size(1), ")");
+  for (const Tensor<T>* s : {&h0, &c0})
+    if (s->defined()) {
+      TXTCLS_CHECK(s->dim() == 2 && s->size(0) == B && s->size(1) == H, op, ": initial states must be [B, H] = [", B,
+                   ", ", H, "], got ", shape_str(s->shape()));
+      lstm_require_device(*s, dev, op);
+    }
+
+  const int64_t D = static_cast<int64_t>(dirs.size());
+  LstmRun<T> run;
+#ifdef TXTCLS_WITH_CUDA
+  if (dev.is_cuda())
+    run = lstm_run_cuda(x, lengths, len, dirs, reverse, h0, c0, op);
+  else
+#endif
+    run = lstm_run_cpu(x, len, dirs, reverse, h0, c0);
+  autograd::record<T>(run.out, op, lstm_inputs(x, dirs, h0, c0),
+                      [backward = std::move(run.backward), D](const Tensor<T>& g, const std::vector<bool>& needs) {
+                        const LstmNeeds n = lstm_needs(needs, D);
+                        return lstm_grad_list(backward(g, n), D, n);
+                      });
+  return run.out;
 }
 
 }  // namespace detail
