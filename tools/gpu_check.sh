@@ -43,7 +43,7 @@ step() {  # step NAME LOG CMD...: runs CMD, logs its output, records pass/fail
 
 step build "$out/build.log" bash -c "cmake -S . -B $build -DCMAKE_BUILD_TYPE=Release -DTXTCLS_CUDA=ON \
   -DTXTCLS_BUILD_TESTS=ON -DTXTCLS_BUILD_BENCH=ON && cmake --build $build -j$(nproc) --target test_cuda \
-  bench_cuda_kernels bench_attention" || status=1
+  bench_cuda_kernels bench_cuda_lstm bench_attention" || status=1
 
 tests=$build/tests/test_cuda
 step "CUDA tests (ctest -L cuda)" "$out/tests.log" ctest --test-dir "$build" -L cuda --output-on-failure || status=1
@@ -61,6 +61,7 @@ else
 fi
 
 step "kernel benchmarks" "$out/bench_kernels.txt" "$build/bin/bench_cuda_kernels" --benchmark_min_time=0.2 || true
+step "LSTM benchmarks (ours vs cuDNN)" "$out/bench_lstm.txt" "$build/bin/bench_cuda_lstm" --benchmark_min_time=0.2 || true
 step "attention benchmarks (CPU side)" "$out/bench_attention.txt" "$build/bin/bench_attention" \
   --benchmark_filter='^sdpa/fused/.*/L:(512|1024)/' --benchmark_min_time=0.2 || true
 
@@ -70,6 +71,7 @@ step "attention benchmarks (CPU side)" "$out/bench_attention.txt" "$build/bin/be
   echo
   echo '```'
   grep -E "bandwidth|^BM_|^Benchmark|^-" "$out/bench_kernels.txt" 2>/dev/null
+  grep -E "^BM_|^Benchmark|^-" "$out/bench_lstm.txt" 2>/dev/null
   echo '```'
   echo
   echo "## Failures"
