@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <functional>
 
+#include "cuda_timing.hpp"
 #include "txtcls/txtcls.hpp"
 
 using namespace txtcls;
@@ -17,24 +18,10 @@ namespace {
 
 double g_copy_bytes_per_s = 0;  // measured once in main
 
-// Times f with CUDA events; reports per-iteration GPU time and bytes/s (bytes moved per call).
+// Times f (txtcls::bench::time_gpu_events); reports bytes/s (bytes moved per call) and, when
+// given, TFLOP/s.
 void time_gpu(benchmark::State& state, const std::function<void()>& f, double bytes, double flops = 0) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  f();  // warm-up: the allocator's cache fills, cuBLAS picks its kernel
-  cuda::synchronize();
-  for (auto _ : state) {
-    cudaEventRecord(a, static_cast<cudaStream_t>(cuda::current_stream()));
-    f();
-    cudaEventRecord(b, static_cast<cudaStream_t>(cuda::current_stream()));
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    state.SetIterationTime(ms / 1e3);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
+  txtcls::bench::time_gpu_events(state, f);
   state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
   if (bytes > 0 && g_copy_bytes_per_s > 0)
     state.counters["of_copy_bw"] =

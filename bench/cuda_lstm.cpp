@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <functional>
 
+#include "cuda_timing.hpp"
 #include "txtcls/cuda/lstm.hpp"
 #include "txtcls/cuda/runtime.hpp"
 #include "txtcls/ops/lstm.hpp"
@@ -18,28 +19,6 @@
 using namespace txtcls;
 
 namespace {
-
-// Times f with CUDA events on the current stream; one warm-up call first (the allocator's
-// cache fills, cuBLAS and cuDNN pick their kernels).
-void time_gpu(benchmark::State& state, const std::function<void()>& f) {
-  cudaStream_t stream = static_cast<cudaStream_t>(cuda::current_stream());
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  f();
-  cuda::synchronize();
-  for (auto _ : state) {
-    cudaEventRecord(a, stream);
-    f();
-    cudaEventRecord(b, stream);
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    state.SetIterationTime(ms / 1e3);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-}
 
 // args: T, backend (0 own, 1 cuDNN), 1 = forward and backward / 0 = forward only.
 void BM_bilstm(benchmark::State& state) {
@@ -61,7 +40,7 @@ void BM_bilstm(benchmark::State& state) {
   Tensor<float> grad_out = rand_uniform<float>({B, T, 2 * H}, g, -1, 1, dev);
   Tensor<int64_t> lengths = full<int64_t>({B}, T).to(dev);
   std::vector<Tensor<float>> leaves{x, fwd.w_ih, fwd.w_hh, fwd.b_ih, fwd.b_hh, rev.w_ih, rev.w_hh, rev.b_ih, rev.b_hh};
-  time_gpu(state, [&] {
+  txtcls::bench::time_gpu_events(state, [&] {
     Tensor<float> out = lstm_bidirectional_layer(x, lengths, fwd, rev);
     if (with_backward) {
       out.backward(grad_out);

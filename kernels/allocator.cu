@@ -152,6 +152,21 @@ CachingAllocator& allocator() {
 cudaStream_t active_stream() { return tls_stream; }
 void* current_stream() { return tls_stream; }
 
+int multiprocessor_count() {
+  static std::mutex mu;
+  static std::map<int, int> counts;
+  int device = 0;
+  TXTCLS_CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = counts.find(device);
+  if (it == counts.end()) {
+    int sms = 0;
+    TXTCLS_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    it = counts.emplace(device, sms).first;
+  }
+  return it->second;
+}
+
 int device_count() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {

@@ -12,6 +12,9 @@ namespace txtcls::cuda {
 // caller selected another with set_current_stream, declared in txtcls/cuda/runtime.hpp).
 cudaStream_t active_stream();
 
+// Streaming multiprocessors of the current device (queried once per device, then cached).
+int multiprocessor_count();
+
 inline constexpr int kBlock = 256;
 
 // Blocks for a grid-stride loop over n items: enough to fill the device several times over,

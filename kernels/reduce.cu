@@ -82,8 +82,7 @@ void sum(const T* x, T* out, const Geometry& kept, const Geometry& red) {
   cudaStream_t stream = active_stream();
   int device = 0;
   TXTCLS_CUDA_CHECK(cudaGetDevice(&device));
-  int sms = 0;
-  TXTCLS_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int sms = multiprocessor_count();
   // One thread per output when there are enough outputs to fill the device or rows are short.
   if (R <= 32 || K >= int64_t(sms) * 2048) {
     sum_per_thread<T><<<grid_for(K), kBlock, 0, stream>>>(x, out, kept, red);

@@ -52,8 +52,10 @@ TEST_CASE("cuda weight average (EMA) matches the CPU, apply and restore included
   nn::NamedTensors<float> cpu_params, gpu_params;
   for (size_t i = 0; i < shapes.size(); ++i) {
     Tensor<float> p = ct::rnd<float>(shapes[i], 300 + i);
-    cpu_params.emplace_back("p" + std::to_string(i), p.clone().detach());
-    gpu_params.emplace_back("p" + std::to_string(i), p.to(gpu()).detach());
+    std::string name = "p";  // built by +=: GCC 12 warns (-Wrestrict) on "p" + std::string
+    name += std::to_string(i);
+    cpu_params.emplace_back(name, p.clone().detach());
+    gpu_params.emplace_back(name, p.to(gpu()).detach());
   }
   train::Ema<float> cpu_ema(cpu_params, 0.99), gpu_ema(gpu_params, 0.99);
   for (int step = 0; step < 5; ++step) {

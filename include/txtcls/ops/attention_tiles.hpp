@@ -94,6 +94,26 @@ void pack_lhs(T* dst, MatRef<T> a) {
 }
 
 #if TXTCLS_SGEMM_AVX2
+// In-register 8 x 8 transpose: afterwards r[t] holds element t of every input vector.
+inline void transpose8x8(__m256 (&r)[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
 // avx2::pack_b for a B whose columns are contiguous (rs == 1), e.g. dS^T read from a tile of
 // dS rows: 8 steps of k at a time, the panel's columns are loaded as vectors and transposed in
 // registers (pack_b's generic loop would move one float at a time).
@@ -110,22 +130,7 @@ inline void pack_b_columns_avx2(float* dst, const float* p, int64_t k, int64_t n
       __m256 r[8];
       for (int64_t c = 0; c < 8; ++c) r[c] = c < cols ? _mm256_loadu_ps(p + i + (j0 + c) * cs) : _mm256_setzero_ps();
       // 8 x 8 transpose: afterwards r[t] holds step i + t of the panel's columns.
-      const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-      const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-      const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-      const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-      const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-      const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-      r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-      r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-      r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-      r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-      r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-      r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-      r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-      r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+      transpose8x8(r);
       // Masked stores are slow on AMD: a 6-wide step is stored as 8 floats whose last two are
       // overwritten by the next step; the panel's last step is stored as 4 + 2.
       if (w == 6)

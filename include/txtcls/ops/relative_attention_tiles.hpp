@@ -303,21 +303,10 @@ void add_terms_queries_down(T* s, int64_t panel, int64_t cs, const T* e, int64_t
         for (; j8 + 8 <= cols; j8 += 8) {
           __m256 r[8];
           for (int64_t t = 0; t < 8; ++t) r[t] = _mm256_loadu_ps(e + (i8 + t) * lde + j8);
-          const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-          const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-          const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-          const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-          const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-          const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-          const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-          const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-          const __m256 c[8] = {_mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
-                               _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
-                               _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
-                               _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+          attn::transpose8x8(r);  // r[t]: key j8 + t of the 8 queries
           for (int64_t t = 0; t < 8; ++t) {
             float* d = col0 + (j8 + t) * 16;
-            _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), c[t]));
+            _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), r[t]));
           }
         }
         for (; j8 < cols; ++j8)
