@@ -6,8 +6,9 @@
 //                   [--impls naive,fused] [--naive-max-gib G] [google-benchmark flags]
 //
 // Defaults: batch 32, 8 heads, sequences 128..2048, head dims 64 and 128, both implementations.
-// FLOPs are counted as FlashAttention does: 4 * B * H * L * L * D for the forward, 2.5 times
-// that for forward + backward, halved when causal. The naive path is skipped where its scores
+// FLOPs are counted as FlashAttention's benchmarks do: 4 * B * H * L * L * D for the forward,
+// 2.5 times that for the backward alone (five products instead of two), so 3.5 times for
+// forward + backward; halved when causal. The naive path is skipped where its scores
 // would exceed --naive-max-gib (default 2 GiB per score-sized tensor).
 #include <benchmark/benchmark.h>
 
@@ -30,7 +31,7 @@ struct Shape5 {
 
 double attention_flops(const Shape5& s, bool backward) {
   const double fwd = 4.0 * s.B * s.H * s.L * s.L * s.D;
-  return fwd * (backward ? 2.5 : 1.0) * (s.causal ? 0.5 : 1.0);
+  return fwd * (backward ? 3.5 : 1.0) * (s.causal ? 0.5 : 1.0);  // backward: forward + backward
 }
 
 void run(benchmark::State& st, const Shape5& s, bool fused, bool backward) {
