@@ -21,6 +21,7 @@
 #include "txtcls/nn/sequential.hpp"
 #include "txtcls/train/optim.hpp"
 #include "txtcls/train/clip.hpp"
+#include "txtcls/train/grad_scaler.hpp"
 #include "txtcls/train/schedule.hpp"
 #include "txtcls/train/ema.hpp"
 #include "txtcls/train/metrics.hpp"

@@ -1,7 +1,9 @@
 #pragma once
 // matmul with NumPy batch broadcasting; transposed operands are strided views that Eigen maps
 // as column-major, so a.transpose(-1, -2) costs no copy. Backward reuses matmul on views.
+// Float matmuls follow autocast (ops/autocast.hpp): 16-bit operands, float accumulation.
 #include "txtcls/cuda/blas.hpp"
+#include "txtcls/ops/autocast.hpp"
 #include "txtcls/ops/elementwise.hpp"
 
 namespace txtcls {
@@ -64,11 +66,18 @@ inline int64_t uniform_batch_stride(const Shape& batch, const Shape& strides) {
 
 // One strided-batched cuBLAS call; an operand whose matrices are neither row- nor column-major,
 // or whose batch has no single stride, is copied first.
+// With `operands` BF16 or F16 (float only) each operand is first converted into a 16-bit buffer
+// of the same layout, kept alive in `half` until the GEMM is enqueued (the caching allocator
+// reuses a block only on its own stream, so releasing it right after is safe).
 template <class T>
-Tensor<T> matmul_cuda(Tensor<T> a, Tensor<T> b, const Shape& batch, int64_t M, int64_t K, int64_t N) {
+Tensor<T> matmul_cuda(Tensor<T> a, Tensor<T> b, const Shape& batch, int64_t M, int64_t K, int64_t N,
+                      DType operands = DType::F32) {
   TXTCLS_CHECK(a.device() == b.device(), "matmul: operands on different devices (", a.device().str(), " and ",
                b.device().str(), ")");
+  const bool half = operands != DType::F32;
+  std::vector<Tensor<int16_t>> halves;
   auto operand = [&](Tensor<T>& t, int64_t rows, int64_t cols) {
+    if (half && !(t.is_contiguous() || t.transpose(-1, -2).is_contiguous())) t = t.contiguous();
     Shape tb(t.shape().begin(), t.shape().end() - 2);
     Shape ts(t.strides().begin(), t.strides().end() - 2);
     int64_t bs = uniform_batch_stride(batch, broadcast_strides(tb, ts, batch));
@@ -79,10 +88,17 @@ Tensor<T> matmul_cuda(Tensor<T> a, Tensor<T> b, const Shape& batch, int64_t M, i
       full.push_back(rows);
       full.push_back(cols);
       t = t.expand(full).contiguous();
-      return cuda::GemmOperand{t.data(), cols, rows * cols, false};
+      bs = rows * cols;
     }
-    if (row_major) return cuda::GemmOperand{t.data(), std::max<int64_t>(rs, 1), bs, false};
-    return cuda::GemmOperand{t.data(), std::max<int64_t>(cs, 1), bs, true};
+    // A dense operand (or its transpose) spans exactly numel elements from data().
+    const void* p = t.data();
+    if (half) {
+      halves.emplace_back(t.shape(), t.device());
+      cuda::convert_to_16bit(reinterpret_cast<const float*>(t.data()), halves.back().data(), t.numel(), operands);
+      p = halves.back().data();
+    }
+    if (t.stride(-1) == 1 || cols == 1) return cuda::GemmOperand{p, std::max<int64_t>(t.stride(-2), 1), bs, false};
+    return cuda::GemmOperand{p, std::max<int64_t>(t.stride(-1), 1), bs, true};
   };
   cuda::GemmOperand ga = operand(a, M, K), gb = operand(b, K, N);
   Shape os = batch;
@@ -94,13 +110,36 @@ Tensor<T> matmul_cuda(Tensor<T> a, Tensor<T> b, const Shape& batch, int64_t M, i
     out.fill_(T(0));
     return out;
   }
+  if constexpr (std::is_same_v<T, float>) {
+    if (half) {
+      cuda::gemm_16bit(M, N, K, ga, gb, out.data(), N, M * N, numel_of(batch), operands);
+      return out;
+    }
+  }
   cuda::gemm<T>(M, N, K, ga, gb, out.data(), N, M * N, numel_of(batch));
   return out;
 }
 #endif
 
+// A float tensor's values rounded to the nearest BF16 / F16 values (a new contiguous tensor).
+inline Tensor<float> round_to_16bit(const Tensor<float>& x, DType d) {
+  Tensor<float> c = x.contiguous(), out(x.shape());
+  const float* src = c.data();
+  float* dst = out.data();
+  const int64_t n = out.numel();
+  if (d == DType::BF16) {
+#pragma omp parallel for simd if (n > kParallelGrain)
+    for (int64_t i = 0; i < n; ++i) dst[i] = round_to_bf16(src[i]);
+  } else {
+#pragma omp parallel for if (n > kParallelGrain)
+    for (int64_t i = 0; i < n; ++i) dst[i] = round_to_f16(src[i]);
+  }
+  return out;
+}
+
+// operands: F32, or (float only) the autocast precision BF16 / F16 of both operands.
 template <class T>
-Tensor<T> matmul_kernel(Tensor<T> a, Tensor<T> b) {
+Tensor<T> matmul_kernel(Tensor<T> a, Tensor<T> b, DType operands = DType::F32) {
 #ifdef TXTCLS_WITH_CUDA
   if (a.device().is_cuda()) {
     TXTCLS_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: operands need at least 2 dims, got ", shape_str(a.shape()),
@@ -111,12 +150,20 @@ Tensor<T> matmul_kernel(Tensor<T> a, Tensor<T> b) {
       Shape os = a.shape();
       os.back() = b.size(-1);
       const int64_t rows = numel_of(Shape(a.shape().begin(), a.shape().end() - 1));
-      return matmul_cuda(a.view({rows, a.size(-1)}), b, {}, rows, a.size(-1), b.size(-1)).view(os);
+      return matmul_cuda(a.view({rows, a.size(-1)}), b, {}, rows, a.size(-1), b.size(-1), operands).view(os);
     }
     Shape ab(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
-    return matmul_cuda(a, b, broadcast_shapes(ab, bb, "matmul"), a.size(-2), a.size(-1), b.size(-1));
+    return matmul_cuda(a, b, broadcast_shapes(ab, bb, "matmul"), a.size(-2), a.size(-1), b.size(-1), operands);
   }
 #endif
+  if constexpr (std::is_same_v<T, float>) {
+    if (operands != DType::F32) {
+      require_cpu(a, "matmul");
+      require_cpu(b, "matmul");
+      a = round_to_16bit(a, operands);
+      b = round_to_16bit(b, operands);
+    }
+  }
   require_cpu(a, "matmul");
   require_cpu(b, "matmul");
   TXTCLS_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: operands need at least 2 dims, got ", shape_str(a.shape()),
@@ -169,10 +216,13 @@ Tensor<T> matmul_kernel(Tensor<T> a, Tensor<T> b) {
 }  // namespace detail
 
 // a [..., M, K] @ b [..., K, N] -> [..., M, N], batch dims broadcast.
+// Under an AutocastGuard (float only) the operands are rounded to 16 bits, as is the backward's.
 template <class T>
 Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
-  Tensor<T> out = detail::matmul_kernel(a.detach(), b.detach());
-  autograd::record<T>(out, "matmul", {a, b}, [a = a.detach(), b = b.detach()](const Tensor<T>& g, const std::vector<bool>& n) {
+  const DType operands = std::is_same_v<T, float> ? autocast_dtype() : DType::F32;
+  Tensor<T> out = detail::matmul_kernel(a.detach(), b.detach(), operands);
+  autograd::record<T>(out, "matmul", {a, b}, [a = a.detach(), b = b.detach(), operands](const Tensor<T>& g, const std::vector<bool>& n) {
+    AutocastGuard precision(operands);  // the forward's precision, whatever is active now
     Tensor<T> ga, gb;
     if (n[0]) ga = sum_to(matmul(g, b.transpose(-1, -2)), a.shape());
     if (n[1]) {
