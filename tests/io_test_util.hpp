@@ -1,6 +1,7 @@
 #pragma once
 // Helpers for the file-format tests: scratch directories, raw file bytes, and comparison of a
 // TensorFile with the JSON descriptions of tools/make_safetensors_fixtures.py.
+#include "test_paths.hpp"
 #include <unistd.h>
 
 #include <atomic>

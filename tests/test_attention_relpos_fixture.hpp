@@ -2,6 +2,7 @@
 // Shared by tests/test_attention_relpos*.cpp: reading the Hugging Face parity fixtures written by
 // tools/make_attention_fixtures.py, comparing tensors against them, and module-level
 // finite-difference checks.
+#include "test_paths.hpp"
 #include <cstdlib>
 #include <filesystem>
 #include <functional>

@@ -1,5 +1,6 @@
 #pragma once
 // Helpers shared by the test executables.
+#include "test_paths.hpp"
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
