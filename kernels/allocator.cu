@@ -4,6 +4,7 @@
 // stream that allocated it: work on one stream runs in order, so the next kernel that gets the
 // block cannot overtake the last one that used it, and no event is needed.
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -89,6 +90,10 @@ class CachingAllocator final : public Allocator {
     cudaMemcpyKind kind = dd.is_cpu() ? cudaMemcpyDeviceToHost
                           : sd.is_cpu() ? cudaMemcpyHostToDevice
                                         : cudaMemcpyDeviceToDevice;
+    if (kind == cudaMemcpyHostToDevice && bytes <= kMaxStagedBytes) {
+      copy_to_device_staged(dst, src, bytes);  // asynchronous: no wait for the device
+      return;
+    }
     cudaStream_t stream = active_stream();
     TXTCLS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream));
     // A host buffer may be released (or read) as soon as this returns.
@@ -142,6 +147,54 @@ class CachingAllocator final : public Allocator {
   std::map<int, DeviceState> devices_;
 };
 
+// Page-locked staging for host-to-device copies, per device: a ring of slots, each a pinned
+// buffer (grown on demand) and the event recorded after the copy that last read it. Four slots
+// let a batch's ids, lengths and labels be in flight together while the host prepares the next.
+class StagingRing {
+ public:
+  void copy(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+    Slot& s = slots_[next_];
+    next_ = (next_ + 1) % kSlots;
+    if (s.pending) TXTCLS_CUDA_CHECK(cudaEventSynchronize(s.done));  // its last copy has read it
+    s.pending = false;
+    if (s.capacity < bytes) {
+      if (s.host) TXTCLS_CUDA_CHECK(cudaFreeHost(s.host));
+      s.host = nullptr;
+      size_t cap = size_t(64) << 10;
+      while (cap < bytes) cap *= 2;
+      TXTCLS_CUDA_CHECK(cudaMallocHost(&s.host, cap));
+      total_ += cap - s.capacity;
+      s.capacity = cap;
+    }
+    if (!s.done) TXTCLS_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
+    std::memcpy(s.host, src, bytes);
+    TXTCLS_CUDA_CHECK(cudaMemcpyAsync(dst, s.host, bytes, cudaMemcpyHostToDevice, stream));
+    TXTCLS_CUDA_CHECK(cudaEventRecord(s.done, stream));
+    s.pending = true;
+  }
+  size_t bytes() const { return total_; }
+
+ private:
+  static constexpr int kSlots = 4;
+  struct Slot {
+    void* host = nullptr;
+    size_t capacity = 0;
+    cudaEvent_t done = nullptr;
+    bool pending = false;
+  };
+  Slot slots_[kSlots];
+  int next_ = 0;
+  size_t total_ = 0;
+};
+
+// Rings by device, never destroyed (pinned memory and events stay valid until the process
+// exits; releasing them during static destruction could run after the driver shut down).
+std::mutex staging_mu;
+std::map<int, StagingRing*>& staging_rings() {
+  static auto* rings = new std::map<int, StagingRing*>();
+  return *rings;
+}
+
 CachingAllocator& allocator() {
   static CachingAllocator* a = new CachingAllocator();  // never destroyed: tensors may outlive main()
   return *a;
@@ -185,6 +238,35 @@ void synchronize(int device) {
   TXTCLS_CUDA_CHECK(cudaDeviceSynchronize());
 }
 void set_current_stream(void* stream) { tls_stream = static_cast<cudaStream_t>(stream); }
+void set_device(int device) {
+  const int n = device_count();
+  TXTCLS_CHECK(device >= 0 && device < n, "cuda: device cuda:", device, " does not exist (", n,
+               n == 1 ? " device)" : " devices)");
+  TXTCLS_CUDA_CHECK(cudaSetDevice(device));
+}
+int current_device() {
+  int d = 0;
+  TXTCLS_CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+
+void copy_to_device_staged(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  // Keyed by the current device: the legacy stream and the slot events belong to it.
+  const int device = current_device();
+  std::lock_guard<std::mutex> lock(staging_mu);
+  StagingRing*& ring = staging_rings()[device];
+  if (!ring) ring = new StagingRing();
+  ring->copy(dst, src, bytes, active_stream());
+}
+
+size_t staging_bytes() {
+  std::lock_guard<std::mutex> lock(staging_mu);
+  size_t n = 0;
+  for (auto& [d, r] : staging_rings()) n += r->bytes();
+  return n;
+}
+
 void set_poison_allocations(bool on) { poison_allocations.store(on); }
 
 }  // namespace txtcls::cuda

@@ -1,6 +1,7 @@
 // The txtcls program end to end on the bundled TREC data: a short training run that must clearly
 // beat the majority class, bit-identical resume, eval and predict on the saved checkpoint, and
 // clear errors for bad input.
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -107,6 +108,40 @@ TEST_CASE("txtcls refuses bad input with one clear line", "[models][cli]") {
   REQUIRE(e.output.find("config.json") != std::string::npos);
   Run u = run("train --model nosuchmodel");
   REQUIRE(u.rc != 0);
+  fs::remove_all(d);
+}
+
+// --device: a GPU that this build or this machine cannot give is refused before any work, with
+// one line that names the flag and the reason, whichever kind of build runs the test: without
+// the CUDA backend ("no CUDA support"), with it but no GPU ("no CUDA device"), or with GPUs, none
+// of which is cuda:99 ("no such device").
+TEST_CASE("txtcls --device refuses a GPU it cannot use with one clear line", "[models][cli]") {
+  const fs::path d = scratch("device");
+  fs::create_directories(d);
+  auto refused = [](const Run& r, const std::string& cmd, const std::string& value) {
+    INFO(r.output);
+    REQUIRE(r.rc == 1);  // an error report, not a crash (a signal) or a usage error (2)
+    REQUIRE(std::count(r.output.begin(), r.output.end(), '\n') == 1);
+    REQUIRE(r.output.find("txtcls: error: " + cmd + ": --device " + value + ": ") == 0);
+    const bool no_build = r.output.find("this build has no CUDA support; rebuild with nvcc found or -DTXTCLS_CUDA=ON") !=
+                          std::string::npos;
+    const bool no_gpu = r.output.find("no CUDA device") != std::string::npos;
+    const bool no_such = r.output.find("no such device") != std::string::npos;
+    REQUIRE(int(no_build) + int(no_gpu) + int(no_such) == 1);
+    return no_build || no_gpu;
+  };
+  const std::string out = " --out " + (d / "out").string();
+  const bool no_cuda = refused(run("train" + kSmall + " --epochs 1 --device cuda:99" + out), "train", "cuda:99");
+  REQUIRE(!fs::exists(d / "out"));  // refused before anything was written
+  refused(run("eval --checkpoint " + d.string() + " --data " + (d / "none.tsv").string() + " --device cuda:99"), "eval",
+          "cuda:99");
+  refused(run("predict --checkpoint " + d.string() + " --device cuda:99", "/dev/null"), "predict", "cuda:99");
+  // Plain `cuda` is refused for the same reason where there is no GPU to use (elsewhere it
+  // trains: that run belongs to the CUDA suite).
+  if (no_cuda) refused(run("train" + kSmall + " --epochs 1 --device cuda" + out), "train", "cuda");
+  Run bad = run("train" + kSmall + " --epochs 1 --device tpu" + out);
+  REQUIRE(bad.rc == 1);
+  REQUIRE(bad.output.find("train: --device tpu: unknown device 'tpu' (expected cpu, cuda or cuda:N)") != std::string::npos);
   fs::remove_all(d);
 }
 

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "commands.hpp"
+#include "device_arg.hpp"
 #include "trained_model.hpp"
 #include "txtcls/data/reader.hpp"
 #include "txtcls/train/classifier.hpp"
@@ -13,14 +14,16 @@ namespace {
 using namespace txtcls;
 
 struct EvalArgs {
-  std::string checkpoint, data, format = "auto", split = "test";
+  std::string checkpoint, data, format = "auto", split = "test", device = "cpu";
   int64_t batch_size = 64, threads = 0;
   bool json = false;
 };
 
 int run_eval(const EvalArgs& a) {
   if (a.threads > 0) set_num_threads(static_cast<int>(a.threads));
+  const Device device = resolve_device("eval", a.device);
   TrainedModel tm = TrainedModel::load(a.checkpoint);
+  tm.model->to(device);
   data::DatasetSplits s = data::read_dataset(a.data, data::parse_format(a.format));
   // A single file is read into `train`: it is the set to evaluate, whatever --split says.
   const bool single_file = s.dev.empty() && s.test.empty();
@@ -59,6 +62,7 @@ Action setup_eval(CLI::App& sub) {
   sub.add_option("--split", a->split, "Split of a dataset directory")->capture_default_str()->check(CLI::IsMember({"test", "dev", "train"}));
   sub.add_option("--batch-size", a->batch_size, "Batch size")->capture_default_str();
   sub.add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  sub.add_option("--device", a->device, "cpu, cuda or cuda:N")->capture_default_str();
   sub.add_flag("--json", a->json, "Print the metrics as JSON");
   return [a]() { return run_eval(*a); };
 }

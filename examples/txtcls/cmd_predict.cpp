@@ -3,6 +3,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "device_arg.hpp"
 #include "trained_model.hpp"
 #include "txtcls/data/batching.hpp"
 #include "txtcls/ops/softmax.hpp"
@@ -13,7 +14,7 @@ namespace {
 using namespace txtcls;
 
 struct PredictArgs {
-  std::string checkpoint;
+  std::string checkpoint, device = "cpu";
   int64_t batch_size = 64, threads = 0;
 };
 
@@ -29,7 +30,7 @@ void flush(TrainedModel& tm, std::vector<std::string>& lines, int64_t batch_size
   data::BatchIterator it(d, {batch_size, data::BatchOrder::by_length});
   data::Batch b;
   while (it.next(b)) {
-    Tensor<float> p = softmax(tm.model->forward(b.ids, b.lengths), 1);
+    Tensor<float> p = softmax(tm.model->forward(b.ids, b.lengths), 1).cpu();  // the model's device -> host
     const int64_t C = p.size(1);
     for (int64_t i = 0; i < b.size(); ++i) {
       const float* row = p.data() + i * C;
@@ -46,7 +47,9 @@ void flush(TrainedModel& tm, std::vector<std::string>& lines, int64_t batch_size
 
 int run_predict(const PredictArgs& a) {
   if (a.threads > 0) set_num_threads(static_cast<int>(a.threads));
+  const Device device = resolve_device("predict", a.device);
   TrainedModel tm = TrainedModel::load(a.checkpoint);
+  tm.model->to(device);
   std::vector<std::string> lines;
   std::string line;
   while (std::getline(std::cin, line)) {
@@ -64,6 +67,7 @@ Action setup_predict(CLI::App& sub) {
   sub.add_option("--checkpoint", a->checkpoint, "Directory written by txtcls train")->required()->check(CLI::ExistingDirectory);
   sub.add_option("--batch-size", a->batch_size, "Batch size")->capture_default_str();
   sub.add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  sub.add_option("--device", a->device, "cpu, cuda or cuda:N")->capture_default_str();
   return [a]() { return run_predict(*a); };
 }
 

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "commands.hpp"
+#include "device_arg.hpp"
 #include "text_data.hpp"
 #include "txtcls/data/vectors.hpp"
 #include "txtcls/models/checkpoint.hpp"
@@ -79,7 +80,7 @@ int run_train(TrainArgs a, bool epochs_given) {
     a.out = a.resume;
   }
   if (a.min_freq <= 0) a.min_freq = a.vectors.empty() ? 2 : 1;  // see the top of this file
-  TXTCLS_CHECK(a.device == "cpu", "train: --device ", a.device, " is not available in this build (cpu only)");
+  const Device device = resolve_device("train", a.device);
   set_num_threads(a.threads > 0 ? static_cast<int>(a.threads) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   if (a.out.empty()) a.out = "runs/" + a.model + "-" + fs::path(a.data).filename().string();
   fs::create_directories(a.out);
@@ -128,8 +129,8 @@ int run_train(TrainArgs a, bool epochs_given) {
     say(a, "vectors: " + v.summary());
     model.set_embeddings(v.matrix);
   }
-  say(a, "model lstm_reg: " + std::to_string(model.num_parameters()) + " parameters, " + std::to_string(num_threads()) +
-             " threads");
+  say(a, "model lstm_reg: " + std::to_string(model.num_parameters()) + " parameters, " +
+             (device.is_cpu() ? std::to_string(num_threads()) + " threads" : "on " + device.str()));
 
   train::TrainerOptions topts;
   topts.epochs = a.epochs;
@@ -140,6 +141,7 @@ int run_train(TrainArgs a, bool epochs_given) {
   topts.patience = a.patience;
   topts.seed = a.seed;
   topts.quiet = a.quiet;
+  topts.device = device;
   train::ClassifierTrainer<float, models::LSTMReg<float>> trainer(model, train, dev, test,
                                                                  static_cast<int64_t>(labels.size()), topts);
   const std::string state_path = a.out + "/train_state.safetensors";
@@ -232,7 +234,9 @@ Action setup_train(CLI::App& sub) {
   sub.add_option("--vectors", a->vectors, "Pretrained word vectors (GloVe / word2vec text)")->check(CLI::ExistingFile);
   sub.add_flag("--freeze-vectors", a->freeze_vectors, "Keep the pretrained vectors fixed (hedwig's static mode)");
   sub.add_option("--resume", a->resume, "Continue the run saved in this directory")->check(CLI::ExistingDirectory);
-  sub.add_option("--device", a->device, "cpu")->capture_default_str();
+  sub.add_option("--device", a->device,
+                 "cpu, cuda or cuda:N (a resumed run may continue on another device; bit-identical on the same one)")
+      ->capture_default_str();
   sub.add_flag("--quiet", a->quiet, "Print nothing but errors");
   sub.add_option("--hidden-dim", a->cfg.hidden_dim, "LSTM hidden size")->capture_default_str();
   sub.add_option("--num-layers", a->cfg.num_layers, "LSTM layers")->capture_default_str();

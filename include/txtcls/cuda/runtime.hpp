@@ -29,6 +29,22 @@ void synchronize(int device = 0);
 void* current_stream();
 void set_current_stream(void* stream);  // nullptr: back to the default stream
 
+// The calling thread's current device (cudaSetDevice): kernels and the legacy default stream
+// are those of this device, so a program that works on cuda:N selects N first.
+void set_device(int device);
+int current_device();
+
+// Host-to-device copy through a reusable page-locked staging ring: `src` is copied into a
+// pinned slot and the slot to `dst` asynchronously on the current stream, so the call returns
+// without waiting for the device and `src` may be reused at once. A slot is rewritten only
+// after the event recorded behind its previous copy has completed. Used by Tensor::to() for
+// host-to-device copies up to kMaxStagedBytes (batches, lengths, index tables); larger ones
+// take the synchronous path.
+inline constexpr size_t kMaxStagedBytes = size_t(8) << 20;
+void copy_to_device_staged(void* dst, const void* src, size_t bytes);
+// Page-locked bytes held by the staging rings of all devices (grows to the largest copy seen).
+size_t staging_bytes();
+
 // Testing aid: every block handed out is first filled with 0xFF bytes (NaN in float and double),
 // so a kernel that leaves part of its output unwritten is caught by a comparison.
 void set_poison_allocations(bool on);

@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "txtcls/cuda/indexing.hpp"
 #include "txtcls/ops/reduce.hpp"
 
 namespace txtcls {
@@ -65,16 +66,51 @@ inline Shape strides_without_dim(const Shape& strides, int64_t d) {
 // ---------------------------------------------------------------- gather
 // out[i][j][k] = x[i][index[i][j][k]][k] for dim = 1 (torch.gather): index has x's number of
 // dims, index.size(k) <= x.size(k) for k != dim, and the output has index's shape.
+namespace detail {
+#ifdef TXTCLS_WITH_CUDA
+// The GPU path of gather (shapes checked by the caller): the index is checked on the host, then
+// uploaded; x is read in place through its strides.
+template <class T>
+Tensor<T> gather_cuda(const Tensor<T>& x, int64_t d, const Tensor<int64_t>& index) {
+  Tensor<int64_t> host = index.cpu().contiguous().clone();
+  check_indices(host, x.size(d), "gather", "dim " + std::to_string(d) + " of input " + shape_str(x.shape()));
+  TXTCLS_CHECK(x.dim() <= cuda::kMaxDims, "gather: input ", shape_str(x.shape()), " has ", x.dim(),
+               " dims; the CUDA kernel takes at most ", cuda::kMaxDims);
+  const Device dev = x.device();
+  cuda::GatherGeometry geo;
+  geo.nd = static_cast<int>(x.dim());
+  geo.dim = static_cast<int>(d);
+  for (int64_t k = 0; k < x.dim(); ++k) {
+    geo.size[k] = host.size(k);
+    geo.xstride[k] = x.stride(k);
+  }
+  Tensor<int64_t> di = host.to(dev);
+  Tensor<T> out(host.shape(), dev);
+  cuda::gather<T>(x.data(), di.data(), out.data(), geo);
+  autograd::record<T>(out, "gather", {x}, [di, geo, xshape = x.shape()](const Tensor<T>& g, const std::vector<bool>&) {
+    Tensor<T> gc = g.contiguous();
+    Tensor<T> gx(xshape, gc.device());
+    cuda::gather_backward<T>(gc.data(), di.data(), gx.data(), xshape.data(), geo);
+    return std::vector<Tensor<T>>{gx};
+  });
+  return out;
+}
+#endif
+}  // namespace detail
+
 template <class T>
 Tensor<T> gather(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& index) {
-  detail::require_cpu(x, "gather");
-  detail::require_cpu(index, "gather");
   TXTCLS_CHECK(x.dim() >= 1 && index.dim() == x.dim(), "gather: index ", shape_str(index.shape()),
                " must have as many dims as the input ", shape_str(x.shape()), " (at least one)");
   const int64_t d = wrap_dim(dim, x.dim(), "gather");
   for (int64_t k = 0; k < x.dim(); ++k)
     TXTCLS_CHECK(k == d || index.size(k) <= x.size(k), "gather: index ", shape_str(index.shape()),
                  " is larger than the input ", shape_str(x.shape()), " in dim ", k, " (dim ", d, " is gathered)");
+#ifdef TXTCLS_WITH_CUDA
+  if (x.device().is_cuda()) return detail::gather_cuda(x, d, index);
+#endif
+  detail::require_cpu(x, "gather");
+  detail::require_cpu(index, "gather");
   Tensor<int64_t> ic = index.clone();  // own copy, saved for backward
   detail::check_indices(ic, x.size(d), "gather", "dim " + std::to_string(d) + " of input " + shape_str(x.shape()));
 
@@ -112,13 +148,54 @@ Tensor<T> gather(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& index) 
 
 // ---------------------------------------------------------------- index_select
 // Slices of x along dim at the positions in index [n]; the output has size n in dim.
+namespace detail {
+#ifdef TXTCLS_WITH_CUDA
+// The GPU path of index_select: the index is checked on the host and uploaded; the backward
+// groups the positions by index on the host (a counting sort, stable), so that each gradient
+// element is one thread's ordered sum.
+template <class T>
+Tensor<T> index_select_cuda(const Tensor<T>& x, int64_t d, const Tensor<int64_t>& index) {
+  const int64_t S = x.size(d), n = index.numel();
+  const int64_t outer = prod(x.shape(), 0, d), inner = prod(x.shape(), d + 1, x.dim());
+  Tensor<int64_t> host = index.cpu().contiguous().clone();
+  check_indices(host, S, "index_select", "dim " + std::to_string(d) + " of input " + shape_str(x.shape()));
+  const Device dev = x.device();
+  Tensor<int64_t> di = host.to(dev);
+  Tensor<T> xc = x.detach().contiguous();
+  Shape os = x.shape();
+  os[d] = n;
+  Tensor<T> out(os, dev);
+  cuda::index_select<T>(xc.data(), di.data(), out.data(), outer, S, n, inner);
+  autograd::record<T>(out, "index_select", {x}, [host, xshape = x.shape(), S, n, outer, inner](
+                                                    const Tensor<T>& g, const std::vector<bool>&) {
+    std::vector<int64_t> starts(static_cast<size_t>(S) + 1, 0), order(static_cast<size_t>(n));
+    const int64_t* pi = host.data();
+    for (int64_t j = 0; j < n; ++j) ++starts[pi[j] + 1];
+    for (int64_t s = 0; s < S; ++s) starts[s + 1] += starts[s];
+    std::vector<int64_t> fill(starts.begin(), starts.end() - 1);
+    for (int64_t j = 0; j < n; ++j) order[fill[pi[j]]++] = j;  // increasing j within each row
+    Tensor<T> gc = g.contiguous();
+    Tensor<int64_t> d_order = from_vector<int64_t>(order, {n}).to(gc.device());
+    Tensor<int64_t> d_starts = from_vector<int64_t>(starts, {S + 1}).to(gc.device());
+    Tensor<T> gx(xshape, gc.device());
+    cuda::index_select_backward<T>(gc.data(), d_order.data(), d_starts.data(), gx.data(), outer, S, n, inner);
+    return std::vector<Tensor<T>>{gx};
+  });
+  return out;
+}
+#endif
+}  // namespace detail
+
 template <class T>
 Tensor<T> index_select(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& index) {
-  detail::require_cpu(x, "index_select");
-  detail::require_cpu(index, "index_select");
   TXTCLS_CHECK(x.dim() >= 1, "index_select: input must have at least one dim, got ", shape_str(x.shape()));
   TXTCLS_CHECK(index.dim() == 1, "index_select: index must be 1-D, got ", shape_str(index.shape()));
   const int64_t d = wrap_dim(dim, x.dim(), "index_select");
+#ifdef TXTCLS_WITH_CUDA
+  if (x.device().is_cuda()) return detail::index_select_cuda(x, d, index);
+#endif
+  detail::require_cpu(x, "index_select");
+  detail::require_cpu(index, "index_select");
   const int64_t S = x.size(d), n = index.numel();
   const int64_t outer = detail::prod(x.shape(), 0, d), inner = detail::prod(x.shape(), d + 1, x.dim());
   Tensor<int64_t> ic = index.clone();
@@ -172,8 +249,10 @@ Tensor<T> concat(const std::vector<Tensor<T>>& xs, int64_t dim = 0) {
   const int64_t nd = static_cast<int64_t>(s0.size());
   const int64_t d = wrap_dim(dim, nd, "concat");
   int64_t total = 0;
+  const Device dev = xs[0].device();
   for (size_t i = 0; i < xs.size(); ++i) {
-    detail::require_cpu(xs[i], "concat");
+    TXTCLS_CHECK(xs[i].device() == dev, "concat: tensor ", i, " is on ", xs[i].device().str(), ", tensor 0 on ",
+                 dev.str());
     const Shape& si = xs[i].shape();
     bool ok = static_cast<int64_t>(si.size()) == nd;
     for (int64_t k = 0; ok && k < nd; ++k) ok = k == d || si[k] == s0[k];
@@ -183,7 +262,11 @@ Tensor<T> concat(const std::vector<Tensor<T>>& xs, int64_t dim = 0) {
   }
   Shape os = s0;
   os[d] = total;
-  Tensor<T> out(os);
+#ifdef TXTCLS_WITH_CUDA
+  if constexpr (!std::is_floating_point_v<T>)
+#endif
+    detail::require_cpu(xs[0], "concat");
+  Tensor<T> out(os, dev);
   const int64_t outer = detail::prod(s0, 0, d), inner = detail::prod(s0, d + 1, nd);
   std::vector<Tensor<T>> parts;
   std::vector<int64_t> starts, lens;  // where each part lies along d
@@ -194,7 +277,16 @@ Tensor<T> concat(const std::vector<Tensor<T>>& xs, int64_t dim = 0) {
   }
   const int64_t np = static_cast<int64_t>(parts.size());
   T* po = out.data();
-  if (out.numel() > 0) {
+#ifdef TXTCLS_WITH_CUDA
+  if constexpr (std::is_floating_point_v<T>) {
+    if (dev.is_cuda()) {  // part p fills columns [starts[p], +lens[p]) * inner of each outer row
+      for (int64_t p = 0; p < np; ++p)
+        cuda::copy_rows<T>(parts[p].data(), lens[p] * inner, po + starts[p] * inner, total * inner, outer,
+                           lens[p] * inner);
+    }
+  }
+#endif
+  if (dev.is_cpu() && out.numel() > 0) {
 #pragma omp parallel for collapse(2) schedule(static) if (out.numel() > kParallelGrain)
     for (int64_t o = 0; o < outer; ++o)
       for (int64_t p = 0; p < np; ++p) {
@@ -272,19 +364,33 @@ std::vector<Tensor<T>> split(const Tensor<T>& x, int64_t split_size, int64_t dim
 
 // ---------------------------------------------------------------- masks
 namespace detail {
-// out (contiguous, shape os) = f(cond, a, b) with cond, a, b broadcast to os.
-template <class T, class F>
-Tensor<T> select_kernel(const Shape& os, const Tensor<uint8_t>& c, const Tensor<T>& a, const Tensor<T>& b, F f) {
-  Tensor<T> out(os);
+// out (contiguous, shape os) = cond ? a : b with cond, a, b broadcast to os, on a's device (b
+// must be there too; a mask on the host is uploaded, so a batch's mask can be built there).
+template <class T>
+Tensor<T> select_kernel(const Shape& os, const Tensor<uint8_t>& cond, const Tensor<T>& a, const Tensor<T>& b,
+                        const char* op) {
+  const Device dev = a.device();
+  TXTCLS_CHECK(b.device() == dev, op, ": operands on ", dev.str(), " and ", b.device().str());
+  TXTCLS_CHECK(cond.device() == dev || cond.device().is_cpu(), op, ": mask on ", cond.device().str(),
+               ", values on ", dev.str());
+  const Tensor<uint8_t> c = cond.to(dev);
+  Tensor<T> out(os, dev);
   const Shape sc = broadcast_strides(c.shape(), c.strides(), os);
   const Shape sa = broadcast_strides(a.shape(), a.strides(), os);
   const Shape sb = broadcast_strides(b.shape(), b.strides(), os);
+#ifdef TXTCLS_WITH_CUDA
+  if (dev.is_cuda()) {
+    cuda::select<T>(c.data(), a.data(), b.data(), out.data(), cuda::make_geometry(os, {out.strides(), sc, sa, sb}, op));
+    return out;
+  }
+#endif
+  require_cpu(out, op);
   const uint8_t* pc = c.data();
   const T* pa = a.data();
   const T* pb = b.data();
   T* po = out.data();
   for_each_strided<3>(os, {&sc, &sa, &sb}, [&](int64_t i, const std::array<int64_t, 3>& o) {
-    po[i] = f(pc[o[0]] != 0, pa[o[1]], pb[o[2]]);
+    po[i] = pc[o[0]] != 0 ? pa[o[1]] : pb[o[2]];
   });
   return out;
 }
@@ -293,15 +399,14 @@ Tensor<T> select_kernel(const Shape& os, const Tensor<uint8_t>& c, const Tensor<
 // x with value wherever mask (broadcastable to x) is nonzero.
 template <class T>
 Tensor<T> masked_fill(const Tensor<T>& x, const Tensor<uint8_t>& mask, std::type_identity_t<T> value) {
-  detail::require_cpu(x, "masked_fill");
-  detail::require_cpu(mask, "masked_fill");
   TXTCLS_CHECK(broadcast_shapes(mask.shape(), x.shape(), "masked_fill") == x.shape(), "masked_fill: mask ",
                shape_str(mask.shape()), " does not broadcast to the input ", shape_str(x.shape()));
-  const Tensor<T> v = scalar<T>(value);
-  Tensor<T> out = detail::select_kernel(x.shape(), mask, v, x, [](bool m, T a, T b) { return m ? a : b; });
-  autograd::record<T>(out, "masked_fill", {x}, [mask](const Tensor<T>& g, const std::vector<bool>&) {
-    const Tensor<T> z = scalar<T>(T(0));
-    return std::vector<Tensor<T>>{detail::select_kernel(g.shape(), mask, z, g, [](bool m, T a, T b) { return m ? a : b; })};
+  const Tensor<uint8_t> m = mask.to(x.device());  // saved for backward where the gradient will be
+  const Tensor<T> v = scalar<T>(value, x.device());
+  Tensor<T> out = detail::select_kernel(x.shape(), m, v, x, "masked_fill");
+  autograd::record<T>(out, "masked_fill", {x}, [m](const Tensor<T>& g, const std::vector<bool>&) {
+    const Tensor<T> z = scalar<T>(T(0), g.device());
+    return std::vector<Tensor<T>>{detail::select_kernel(g.shape(), m, z, g, "masked_fill")};
   });
   return out;
 }
@@ -309,17 +414,16 @@ Tensor<T> masked_fill(const Tensor<T>& x, const Tensor<uint8_t>& mask, std::type
 // cond ? a : b elementwise, all three broadcast together.
 template <class T>
 Tensor<T> where(const Tensor<uint8_t>& cond, const Tensor<T>& a, const Tensor<T>& b) {
-  detail::require_cpu(cond, "where");
-  detail::require_cpu(a, "where");
-  detail::require_cpu(b, "where");
   const Shape os = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
-  Tensor<T> out = detail::select_kernel(os, cond, a, b, [](bool m, T x, T y) { return m ? x : y; });
-  autograd::record<T>(out, "where", {a, b}, [cond, sa = a.shape(), sb = b.shape()](const Tensor<T>& g,
-                                                                                   const std::vector<bool>& needs) {
-    const Tensor<T> z = scalar<T>(T(0));
+  TXTCLS_CHECK(a.device() == b.device(), "where: a on ", a.device().str(), ", b on ", b.device().str());
+  const Tensor<uint8_t> c = cond.to(a.device());
+  Tensor<T> out = detail::select_kernel(os, c, a, b, "where");
+  autograd::record<T>(out, "where", {a, b}, [c, sa = a.shape(), sb = b.shape()](const Tensor<T>& g,
+                                                                                const std::vector<bool>& needs) {
+    const Tensor<T> z = scalar<T>(T(0), g.device());
     Tensor<T> ga, gb;
-    if (needs[0]) ga = sum_to(detail::select_kernel(g.shape(), cond, g, z, [](bool m, T x, T y) { return m ? x : y; }), sa);
-    if (needs[1]) gb = sum_to(detail::select_kernel(g.shape(), cond, z, g, [](bool m, T x, T y) { return m ? x : y; }), sb);
+    if (needs[0]) ga = sum_to(detail::select_kernel(g.shape(), c, g, z, "where"), sa);
+    if (needs[1]) gb = sum_to(detail::select_kernel(g.shape(), c, z, g, "where"), sb);
     return std::vector<Tensor<T>>{ga, gb};
   });
   return out;
@@ -328,7 +432,17 @@ Tensor<T> where(const Tensor<uint8_t>& cond, const Tensor<T>& a, const Tensor<T>
 // ---------------------------------------------------------------- comparisons -> masks
 namespace detail {
 template <class T, class F>
-Tensor<uint8_t> compare_scalar(const Tensor<T>& x, F f, const char* op) {
+Tensor<uint8_t> compare_scalar(const Tensor<T>& x, F f, [[maybe_unused]] cuda::Compare code, [[maybe_unused]] T v,
+                               const char* op) {
+#ifdef TXTCLS_WITH_CUDA
+  if constexpr (std::is_floating_point_v<T>) {
+    if (x.device().is_cuda()) {
+      Tensor<uint8_t> out(x.shape(), x.device());
+      cuda::compare_scalar<T>(x.data(), v, code, out.data(), cuda::make_geometry(x.shape(), {out.strides(), x.strides()}, op));
+      return out;
+    }
+  }
+#endif
   require_cpu(x, op);
   Tensor<uint8_t> out(x.shape());
   uint8_t* po = out.data();
@@ -340,22 +454,22 @@ Tensor<uint8_t> compare_scalar(const Tensor<T>& x, F f, const char* op) {
 }  // namespace detail
 
 template <class T> Tensor<uint8_t> lt(const Tensor<T>& x, std::type_identity_t<T> v) {
-  return detail::compare_scalar(x, [v](T a) { return a < v; }, "lt");
+  return detail::compare_scalar(x, [v](T a) { return a < v; }, cuda::Compare::Lt, static_cast<T>(v), "lt");
 }
 template <class T> Tensor<uint8_t> le(const Tensor<T>& x, std::type_identity_t<T> v) {
-  return detail::compare_scalar(x, [v](T a) { return a <= v; }, "le");
+  return detail::compare_scalar(x, [v](T a) { return a <= v; }, cuda::Compare::Le, static_cast<T>(v), "le");
 }
 template <class T> Tensor<uint8_t> gt(const Tensor<T>& x, std::type_identity_t<T> v) {
-  return detail::compare_scalar(x, [v](T a) { return a > v; }, "gt");
+  return detail::compare_scalar(x, [v](T a) { return a > v; }, cuda::Compare::Gt, static_cast<T>(v), "gt");
 }
 template <class T> Tensor<uint8_t> ge(const Tensor<T>& x, std::type_identity_t<T> v) {
-  return detail::compare_scalar(x, [v](T a) { return a >= v; }, "ge");
+  return detail::compare_scalar(x, [v](T a) { return a >= v; }, cuda::Compare::Ge, static_cast<T>(v), "ge");
 }
 template <class T> Tensor<uint8_t> eq(const Tensor<T>& x, std::type_identity_t<T> v) {
-  return detail::compare_scalar(x, [v](T a) { return a == v; }, "eq");
+  return detail::compare_scalar(x, [v](T a) { return a == v; }, cuda::Compare::Eq, static_cast<T>(v), "eq");
 }
 template <class T> Tensor<uint8_t> ne(const Tensor<T>& x, std::type_identity_t<T> v) {
-  return detail::compare_scalar(x, [v](T a) { return a != v; }, "ne");
+  return detail::compare_scalar(x, [v](T a) { return a != v; }, cuda::Compare::Ne, static_cast<T>(v), "ne");
 }
 
 }  // namespace txtcls

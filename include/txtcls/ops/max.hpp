@@ -8,6 +8,7 @@
 // convention and keeps a diverged model visibly diverged instead of silently picking a number.
 #include <limits>
 
+#include "txtcls/cuda/max.hpp"
 #include "txtcls/ops/elementwise.hpp"
 
 namespace txtcls {
@@ -96,11 +97,22 @@ Shape shape_without_dim(const Tensor<T>& x, const DimSplit& g, bool keepdim) {
 // Values and indices of the extreme along `dim`; both contiguous with the reduced shape.
 template <bool IsMax, class T>
 std::pair<Tensor<T>, Tensor<int64_t>> arg_extreme(const Tensor<T>& x, int64_t dim, bool keepdim, const char* op) {
-  require_cpu(x, op);
   const DimSplit g = split_at_dim(x.shape(), dim, op);
   TXTCLS_CHECK(g.n > 0, op, ": cannot reduce over dim ", g.dim, " of size 0 in a tensor of shape ",
                shape_str(x.shape()));
   const Shape os = shape_without_dim(x, g, keepdim);
+#ifdef TXTCLS_WITH_CUDA
+  if (x.device().is_cuda()) {
+    Tensor<T> vals(os, x.device());
+    Tensor<int64_t> idx(os, x.device());
+    if (vals.numel() > 0) {
+      Tensor<T> xc = x.detach().contiguous();
+      cuda::arg_extreme<T>(xc.data(), g.outer, g.n, g.inner, IsMax, vals.data(), idx.data());
+    }
+    return {vals, idx};
+  }
+#endif
+  require_cpu(x, op);
   Tensor<T> vals(os);
   Tensor<int64_t> idx(os);
   if (vals.numel() > 0) {
@@ -113,8 +125,15 @@ std::pair<Tensor<T>, Tensor<int64_t>> arg_extreme(const Tensor<T>& x, int64_t di
 // Gradient of a max/min value: g lands on the winning element of each slice, zero elsewhere.
 template <class T>
 Tensor<T> scatter_to_winners(const Tensor<T>& g, const Tensor<int64_t>& idx, const Shape& xs, const DimSplit& s) {
-  Tensor<T> gx = zeros<T>(xs);
   Tensor<T> gc = g.contiguous();
+#ifdef TXTCLS_WITH_CUDA
+  if (gc.device().is_cuda()) {
+    Tensor<T> gx(xs, gc.device());
+    cuda::scatter_to_winners<T>(gc.data(), idx.data(), gx.data(), s.outer, s.n, s.inner);
+    return gx;
+  }
+#endif
+  Tensor<T> gx = zeros<T>(xs);
   const T* pg = gc.data();
   const int64_t* pi = idx.data();
   T* px = gx.data();

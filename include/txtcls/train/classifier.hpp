@@ -5,6 +5,13 @@
 // weights (temporal averaging), early-stopped on dev accuracy, and resumable bit for bit: the
 // complete state (weights, Adam moments, the average, the dropout generator, the batch order,
 // the epoch history) is one safetensors file written atomically after every epoch.
+//
+// On a GPU (TrainerOptions::device) the model, its gradients, the Adam moments and the average
+// live on the device; batches stay on the host, because every op that takes ids, lengths or
+// labels checks them there (and the embedding sorts ids for its backward) and uploads what its
+// kernels read through the pinned staging ring (cuda::copy_to_device_staged), without waiting.
+// The host waits for the device once per step (the loss value) and per evaluation batch (the
+// predictions and the loss); saved states hold host copies, and a loaded state goes to the device.
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -48,7 +55,7 @@ EvalResult evaluate(Model& model, const data::EncodedDataset& d, int64_t num_cla
   double loss_sum = 0;
   while (it.next(b)) {
     Tensor<T> logits = model.forward(b.ids, b.lengths);
-    Tensor<int64_t> pred = argmax(logits, 1);
+    Tensor<int64_t> pred = argmax(logits, 1).cpu();  // the model's device -> host
     const bool labelled = b.labels.data()[0] >= 0;
     if (labelled) loss_sum += cross_entropy(logits, b.labels, Reduction::Sum).item();
     for (int64_t i = 0; i < b.size(); ++i) {
@@ -71,6 +78,7 @@ struct TrainerOptions {
   uint64_t seed = 3435;
   int64_t log_every = 50;  // log-line period when stderr is not a terminal
   bool quiet = false;
+  Device device = Device::cpu();  // where the model is moved to and trained
 };
 
 struct EpochRecord {
@@ -125,6 +133,7 @@ class ClassifierTrainer {
         batches_(train, {opt.batch_size, data::BatchOrder::bucketed, 100, true, false, opt.seed}) {
     TXTCLS_CHECK(train.size() > 0, "train: the training set is empty");
     model_.set_generator(&gen_);
+    model_.to(opt.device);  // before the optimizer and the average allocate their state beside it
     AdamOptions ao;
     ao.lr = opt.lr;
     ao.weight_decay = opt.weight_decay;

@@ -6,6 +6,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "txtcls/cuda/optim.hpp"
 #include "txtcls/nn/module.hpp"
 
 namespace txtcls::train {
@@ -41,6 +42,28 @@ double norm_accumulate(const T* x, int64_t n, double p) {
   return total;
 }
 
+#ifdef TXTCLS_WITH_CUDA
+// The GPU path: partial norms per fixed chunk of every gradient into one device buffer, their
+// ordered sum and the coefficient computed on the device, the scaling reading it there; the
+// host waits once, for the norm it returns.
+template <class T>
+double clip_grad_norm_cuda(const std::vector<Tensor<T>>& grads, double max_norm, double p) {
+  int64_t chunks = 0;
+  for (auto& g : grads) chunks += cuda::norm_chunks(g.numel());
+  const Device dev = grads[0].device();
+  Tensor<double> buf({chunks + 2}, dev);  // the partials, then the norm and the coefficient
+  int64_t at = 0;
+  for (auto& g : grads) {
+    cuda::norm_partials<T>(g.data(), g.numel(), p, buf.data() + at);
+    at += cuda::norm_chunks(g.numel());
+  }
+  cuda::norm_finish(buf.data(), chunks, p, max_norm, buf.data() + chunks);
+  for (Tensor<T> g : grads) cuda::scale_unless_one<T>(g.data(), g.numel(), buf.data() + chunks + 1);  // handles share storage
+  NoGradGuard ng;
+  return buf.narrow(0, chunks, 1).cpu().data()[0];
+}
+#endif
+
 }  // namespace detail
 
 // Scales the gradients of `params` in place so that their joint norm is at most max_norm and
@@ -56,11 +79,16 @@ double clip_grad_norm(const std::vector<Tensor<T>>& params, double max_norm, dou
   for (auto& p : params) {
     Tensor<T> g = p.grad();
     if (!g.defined() || !seen.insert(g.impl_ptr().get()).second) continue;
-    txtcls::detail::require_cpu(g, "clip_grad_norm");
+    TXTCLS_CHECK(grads.empty() || g.device() == grads[0].device(), "clip_grad_norm: gradients on ",
+                 grads[0].device().str(), " and ", g.device().str(), "; the norm is taken on one device");
     TXTCLS_CHECK(g.is_contiguous(), "clip_grad_norm: gradient of shape ", shape_str(g.shape()), " is not contiguous");
     grads.push_back(g);
   }
   if (grads.empty()) return 0.0;
+#ifdef TXTCLS_WITH_CUDA
+  if (grads[0].device().is_cuda()) return detail::clip_grad_norm_cuda(grads, max_norm, norm_type);
+#endif
+  txtcls::detail::require_cpu(grads[0], "clip_grad_norm");
   const bool inf = std::isinf(norm_type);
   double acc = 0;
   for (auto& g : grads) {

@@ -156,7 +156,8 @@ class Ema {
                            " vs parameter " + shape_str(params_[it->second].second.shape()));
       } else {
         NoGradGuard ng;
-        next[it->second] = t.detach().cpu().contiguous().clone();
+        // On the parameter's device: a state saved from (or for) another device loads as well.
+        next[it->second] = t.detach().to(params_[it->second].second.device()).contiguous().clone();
       }
     }
     if (!sd.count("steps")) problems.push_back("missing 'steps'");

@@ -12,8 +12,10 @@
 #include <vector>
 
 #include "txtcls/cuda/adam.hpp"
+#include "txtcls/cuda/optim.hpp"
 #include "txtcls/nn/module.hpp"
 #include "txtcls/train/adam_math.hpp"
+#include "txtcls/train/sgd_math.hpp"
 
 namespace txtcls::train {
 
@@ -159,13 +161,14 @@ class Optimizer {
     return out;
   }
 
-  // The gradient of parameter i as a contiguous CPU tensor, or undefined when it has none.
+  // The gradient of parameter i as a contiguous tensor on the parameter's device, or undefined
+  // when it has none. Each optimizer's step dispatches on that device.
   Tensor<T> grad_of(size_t i) const {
     const auto& [name, p] = params_[i];
     Tensor<T> g = p.grad();
     if (!g.defined()) return g;
-    TXTCLS_CHECK(p.device().is_cpu() && g.device().is_cpu(), type_name(), ": parameter '", name, "' is on ",
-                 p.device().str(), "; this optimizer runs on the CPU");
+    TXTCLS_CHECK(g.device() == p.device(), type_name(), ": parameter '", name, "' is on ", p.device().str(),
+                 " but its gradient on ", g.device().str());
     TXTCLS_CHECK(p.is_contiguous(), type_name(), ": parameter '", name, "' of shape ", shape_str(p.shape()),
                  " is not contiguous");
     TXTCLS_CHECK(g.shape() == p.shape(), type_name(), ": gradient of '", name, "' has shape ", shape_str(g.shape()),
@@ -229,26 +232,32 @@ class SGD : public Optimizer<T> {
       Tensor<T> g = this->grad_of(i);
       if (!g.defined()) continue;
       const T wd = static_cast<T>(this->weight_decay_applies(i) ? o_.weight_decay : 0.0);
-      txtcls::detail::require_cpu(this->params_[i].second, "SGD::step");  // no CUDA kernel yet
-      T* p = this->params_[i].second.data();
+      Tensor<T>& param = this->params_[i].second;
+      T* p = param.data();
       const T* gp = g.data();
       const int64_t n = g.numel();
-      if (!use_mom) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
-        for (int64_t j = 0; j < n; ++j) p[j] = p[j] + (-lr) * (gp[j] + wd * p[j]);
+      const bool first = use_mom && !this->has_state(i);
+      T* b = nullptr;
+      if (use_mom) {
+        auto& st = this->state_for(i);
+        ++st.step;
+        b = st.bufs[0].data();
+      }
+      const SgdStepMath<T> f{lr, wd, mom, one_minus_damp, first, nesterov};
+#ifdef TXTCLS_WITH_CUDA
+      if (param.device().is_cuda()) {
+        cuda::sgd_step<T>(p, gp, b, n, f);
         continue;
       }
-      const bool first = !this->has_state(i);
-      auto& st = this->state_for(i);
-      ++st.step;
-      T* b = st.bufs[0].data();
+#endif
+      txtcls::detail::require_cpu(param, "SGD::step");
+      if (!use_mom) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
-      for (int64_t j = 0; j < n; ++j) {
-        const T d = gp[j] + wd * p[j];
-        b[j] = first ? d : b[j] * mom + one_minus_damp * d;
-        const T u = nesterov ? d + mom * b[j] : b[j];
-        p[j] = p[j] + (-lr) * u;
+        for (int64_t j = 0; j < n; ++j) f.plain(p[j], gp[j]);
+        continue;
       }
+#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
+      for (int64_t j = 0; j < n; ++j) f.momentum(p[j], gp[j], b[j]);
     }
   }
 
