@@ -24,6 +24,11 @@
 // score gradients over query rows, then the key/value gradients over key rows (a transposed
 // CSR) and the rel_k gradient per position id, so every gradient element is summed by one
 // thread in edge order: results are identical for any thread count.
+//
+// On a CUDA tensor (q; k, v and rel_k on the same device) the op runs kernels/graph_attention.cu
+// with the same semantics, dropout counters and saved weights. The graph stays a host structure:
+// each call copies its CSR to the device (one transfer), and the backward builds the edge
+// groups by key node and by position id on the host and copies them (one more transfer).
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -33,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "txtcls/cuda/graph_attention.hpp"
 #include "txtcls/ops/dropout.hpp"
 #include "txtcls/ops/indexing.hpp"
 #include "txtcls/ops/matmul.hpp"
@@ -101,9 +107,16 @@ std::array<int64_t, 5> check_graph_attention_args(const Tensor<T>& q, const Tens
       TXTCLS_CHECK(g.rel[e] < P, op, ": edge ", e, " has position id ", g.rel[e], ", out of range for rel_k ",
                    shape_str(rel_k.shape()), " (", P, " positions)");
   }
+  return {Nq, Nk, H, D, P};
+}
+
+// The CPU paths' device check (the CUDA path of graph_attention checks that all operands share
+// q's device instead).
+template <class T>
+void require_cpu_operands(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Tensor<T>& rel_k,
+                          const char* op) {
   for (const Tensor<T>* t : {&q, &k, &v}) require_cpu(*t, op);
   if (rel_k.defined()) require_cpu(rel_k, op);
-  return {Nq, Nk, H, D, P};
 }
 
 // Everything the kernels read, as raw pointers into contiguous buffers.
@@ -333,6 +346,127 @@ void graph_attention_backward(const GraphAttnProblem<T>& pb, const T* probs, con
   }
 }
 
+#ifdef TXTCLS_WITH_CUDA
+// Appends the edges grouped by key[e] (a stable counting sort, see group_edges) to buf as
+// [start (groups + 1) | edge (E) | query row of each edge (E)], and with run_len > 0 the groups
+// cut into runs of at most run_len edges, [first run of each group (groups + 1) | run bounds
+// (runs + 1)]. Returns the five offsets (the last two 0 without runs) and the number of runs.
+struct EdgeGroupOffsets {
+  std::array<size_t, 5> at{};
+  int64_t runs = 0;
+};
+
+inline EdgeGroupOffsets append_edge_groups(std::vector<int64_t>& buf, const int64_t* key, int64_t E, int64_t groups,
+                                           const std::vector<int64_t>& row_of, int64_t run_len = 0) {
+  const EdgeGroups g = group_edges(key, E, groups);
+  EdgeGroupOffsets o;
+  o.at[0] = buf.size();
+  buf.insert(buf.end(), g.start.begin(), g.start.end());
+  o.at[1] = buf.size();
+  buf.insert(buf.end(), g.edge.begin(), g.edge.end());
+  o.at[2] = buf.size();
+  for (int64_t e : g.edge) buf.push_back(row_of[static_cast<size_t>(e)]);
+  if (run_len > 0) {
+    std::vector<int64_t> first(static_cast<size_t>(groups + 1)), bound;
+    for (int64_t x = 0; x < groups; ++x) {
+      first[x] = static_cast<int64_t>(bound.size());
+      for (int64_t b = g.start[x]; b < g.start[x + 1]; b += run_len) bound.push_back(b);
+    }
+    o.runs = static_cast<int64_t>(bound.size());
+    first[groups] = o.runs;
+    bound.push_back(E);
+    o.at[3] = buf.size();
+    buf.insert(buf.end(), first.begin(), first.end());
+    o.at[4] = buf.size();
+    buf.insert(buf.end(), bound.begin(), bound.end());
+  }
+  return o;
+}
+
+// The GPU path of graph_attention (shapes and the graph already checked, dropout counters already
+// reserved by the caller). The CSR goes to the device in one copy, [indptr | indices | rel].
+template <class T>
+Tensor<T> graph_attention_cuda(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const GraphCSR& graph,
+                               const Tensor<T>& rel_k, const std::array<int64_t, 5>& dims, T scale, bool drop,
+                               uint64_t seed, uint64_t base, double p, const char* op) {
+  const Device dev = q.device();
+  for (const Tensor<T>* t : {&k, &v, &rel_k})
+    TXTCLS_CHECK(!t->defined() || t->device() == dev, op, ": q is on ", dev.str(), " but the operand of shape ",
+                 shape_str(t->shape()), " is on ", t->device().str(), " (all operands must share a device)");
+  const int64_t Nq = dims[0], Nk = dims[1], H = dims[2], D = dims[3], P = dims[4];
+  const int64_t E = graph.num_edges();
+  const bool has_rel = rel_k.defined();
+  std::vector<int64_t> packed(graph.indptr);
+  packed.insert(packed.end(), graph.indices.begin(), graph.indices.end());
+  if (has_rel) packed.insert(packed.end(), graph.rel.begin(), graph.rel.end());
+  const Tensor<int64_t> dgraph = from_vector<int64_t>(packed, {static_cast<int64_t>(packed.size())}, dev);
+  const Tensor<T> qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
+  const Tensor<T> rc = has_rel ? rel_k.detach().contiguous() : Tensor<T>();
+  // The kernels' view of the problem; the closure owns the buffers it points into.
+  auto make_args = [=]() {
+    cuda::GraphAttnArgs<T> a;
+    a.Nq = Nq, a.Nk = Nk, a.H = H, a.D = D, a.P = P;
+    a.indptr = dgraph.data();
+    a.indices = dgraph.data() + (Nq + 1);
+    a.rel = has_rel ? a.indices + E : nullptr;
+    a.q = qc.data(), a.k = kc.data(), a.v = vc.data();
+    a.r = has_rel ? rc.data() : nullptr;
+    a.r_per_head = has_rel && rc.dim() == 3;
+    a.scale = scale;
+    a.drop = drop, a.seed = seed, a.base = base, a.p = p;
+    a.drop_scale = dropout_scale<T>(p);
+    return a;
+  };
+
+  Tensor<T> out({Nq, H, D}, dev);
+  Tensor<T> probs({E, H}, dev);
+  cuda::graph_attention_forward<T>(make_args(), out.data(), probs.data());
+
+  const bool grad = autograd::any_requires_grad<T>({&q, &k, &v, &rel_k});
+  auto saved = grad ? std::make_shared<const GraphCSR>(graph) : nullptr;  // the caller's may change
+  autograd::record<T>(out, op, {q, k, v, rel_k},
+                      [=, pdims = has_rel ? rc.shape() : Shape{}](const Tensor<T>& g, const std::vector<bool>& needs) {
+                        TXTCLS_CHECK(g.device() == dev, op, " backward: the output gradient is on ", g.device().str(),
+                                     " but the output on ", dev.str());
+                        Tensor<T> gq = needs[0] ? Tensor<T>({Nq, H, D}, dev) : Tensor<T>();
+                        Tensor<T> gk = needs[1] ? Tensor<T>({Nk, H, D}, dev) : Tensor<T>();
+                        Tensor<T> gv = needs[2] ? Tensor<T>({Nk, H, D}, dev) : Tensor<T>();
+                        Tensor<T> gr = needs[3] ? Tensor<T>(pdims, dev) : Tensor<T>();
+                        if (H * D == 0) return std::vector<Tensor<T>>{gq, gk, gv, gr};
+                        // Edge groups by key node (for gk, gv) and by position id (for gr), in one copy.
+                        std::vector<int64_t> row_of(static_cast<size_t>(E)), buf;
+                        for (int64_t i = 0; i < Nq; ++i)
+                          for (int64_t e = saved->indptr[i]; e < saved->indptr[i + 1]; ++e) row_of[e] = i;
+                        const bool by_key = needs[1] || needs[2], by_rel = needs[3] && P > 0;
+                        EdgeGroupOffsets ko, ro;
+                        if (by_key) ko = append_edge_groups(buf, saved->indices.data(), E, Nk, row_of);
+                        if (by_rel) ro = append_edge_groups(buf, saved->rel.data(), E, P, row_of, cuda::kGraphRelRun);
+                        const Tensor<int64_t> dgroups =
+                            buf.empty() ? Tensor<int64_t>()
+                                        : from_vector<int64_t>(buf, {static_cast<int64_t>(buf.size())}, dev);
+                        auto groups = [&](bool use, const EdgeGroupOffsets& o) {
+                          cuda::GraphEdgeGroups x;
+                          if (!use) return x;
+                          const int64_t* base = dgroups.data();
+                          x.start = base + o.at[0], x.edge = base + o.at[1], x.row = base + o.at[2];
+                          if (o.at[3]) x.run_first = base + o.at[3], x.run_bound = base + o.at[4], x.runs = o.runs;
+                          return x;
+                        };
+                        const Tensor<T> gc = g.contiguous();
+                        Tensor<T> ds({E, H}, dev);  // scratch: the score gradients
+                        Tensor<T> rel_part({by_rel ? ro.runs * (pdims.size() == 3 ? H : 1) * D : 0}, dev);
+                        cuda::graph_attention_backward<T>(make_args(), probs.data(), gc.data(), ds.data(),
+                                                          needs[0] ? gq.data() : nullptr,
+                                                          needs[1] ? gk.data() : nullptr,
+                                                          needs[2] ? gv.data() : nullptr,
+                                                          needs[3] ? gr.data() : nullptr, groups(by_key, ko),
+                                                          groups(by_rel, ro), rel_part.data());
+                        return std::vector<Tensor<T>>{gq, gk, gv, gr};
+                      });
+  return out;
+}
+#endif
+
 }  // namespace detail
 
 // Options of graph_attention and graph_attention_reference.
@@ -355,6 +489,12 @@ Tensor<T> graph_attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T
   const bool training = opt.training;
   const uint64_t seed = gen.seed(), base = training ? gen.reserve(static_cast<uint64_t>(E * H)) : 0;
   const bool drop = training && opt.dropout > 0.0;
+  const T scale = static_cast<T>(opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(D, 1))));
+#ifdef TXTCLS_WITH_CUDA
+  if (q.device().is_cuda())
+    return detail::graph_attention_cuda(q, k, v, graph, rel_k, dims, scale, drop, seed, base, opt.dropout, op);
+#endif
+  detail::require_cpu_operands(q, k, v, rel_k, op);
 
   // Saved for backward: contiguous detached operands and, when a gradient will be needed, a copy
   // of the graph (the caller's may change before backward runs).
@@ -362,7 +502,6 @@ Tensor<T> graph_attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T
   auto saved = grad ? std::make_shared<const GraphCSR>(graph) : nullptr;
   Tensor<T> qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
   Tensor<T> rc = rel_k.defined() ? rel_k.detach().contiguous() : Tensor<T>();
-  const T scale = static_cast<T>(opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(D, 1))));
   auto problem = [=](const GraphCSR& g) {
     detail::GraphAttnProblem<T> pb{};
     pb.indptr = g.indptr.data();
@@ -412,6 +551,7 @@ Tensor<T> graph_attention_reference(const Tensor<T>& q, const Tensor<T>& k, cons
                                     const GraphAttentionOptions& opt = {}, Generator& gen = default_generator()) {
   const char* op = "graph_attention_reference";
   const auto dims = detail::check_graph_attention_args(q, k, v, graph, rel_k, opt.dropout, op);
+  detail::require_cpu_operands(q, k, v, rel_k, op);
   const int64_t Nq = dims[0], Nk = dims[1], H = dims[2], D = dims[3], P = dims[4];
   const int64_t E = graph.num_edges();
   const uint64_t seed = gen.seed(), base = opt.training ? gen.reserve(static_cast<uint64_t>(E * H)) : 0;
