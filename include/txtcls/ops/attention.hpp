@@ -23,6 +23,7 @@
 #include <limits>
 #include <optional>
 
+#include "txtcls/cuda/attention.hpp"
 #include "txtcls/ops/attention_kernels.hpp"
 #include "txtcls/ops/dropout.hpp"
 #include "txtcls/ops/matmul.hpp"
@@ -62,9 +63,20 @@ inline bool broadcasts_into(const Shape& s, const Shape& to) {
 template <class T>
 AttentionDims check_attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v,
                               const AttentionOptions<T>& o, const char* op) {
-  require_cpu(q, op);
-  require_cpu(k, op);
-  require_cpu(v, op);
+  // On a CUDA build a CUDA q takes the GPU path: every tensor operand on q's device.
+#ifdef TXTCLS_WITH_CUDA
+  const bool gpu = q.device().is_cuda();
+#else
+  constexpr bool gpu = false;
+#endif
+  auto place = [&](const auto& t, const char* name) {
+    if (!gpu) return require_cpu(t, op);
+    TXTCLS_CHECK(t.device() == q.device(), op, ": ", name, " is on ", t.device().str(), ", q on ",
+                 q.device().str());
+  };
+  place(q, "q");
+  place(k, "k");
+  place(v, "v");
   TXTCLS_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op, ": q, k, v must be [B, H, L, D], got ",
                shape_str(q.shape()), ", ", shape_str(k.shape()), ", ", shape_str(v.shape()));
   const AttentionDims d{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), v.size(3)};
@@ -78,21 +90,20 @@ AttentionDims check_attention(const Tensor<T>& q, const Tensor<T>& k, const Tens
                  " does not broadcast to the scores [B, H, Lq, Lk] = ", shape_str(sc));
   };
   if (o.bias.defined()) {
-    require_cpu(o.bias, op);
+    place(o.bias, "bias");
     term(o.bias.shape(), "bias");
   }
   if (o.mask.defined()) {
-    require_cpu(o.mask, op);
+    place(o.mask, "mask");
     term(o.mask.shape(), "mask");
     TXTCLS_CHECK(!o.mask.requires_grad(), op,
                  ": the additive mask gets no gradient; pass a trainable term as `bias` instead");
   }
   if (o.allowed.defined()) {
-    require_cpu(o.allowed, op);
+    place(o.allowed, "allowed");
     term(o.allowed.shape(), "allowed");
   }
   if (o.key_lengths.defined()) {
-    require_cpu(o.key_lengths, op);
     TXTCLS_CHECK(o.key_lengths.dim() == 1 && o.key_lengths.size(0) == d.B, op, ": key_lengths must be [B] = [",
                  d.B, "], got ", shape_str(o.key_lengths.shape()));
     const std::vector<int64_t> len = o.key_lengths.to_vector();
@@ -125,12 +136,15 @@ Tensor<T> attention_constant_mask(const AttentionOptions<T>& o, const AttentionD
   if (add) ms = broadcast_shapes(ms, o.mask.shape(), op);
   if (allow) ms = broadcast_shapes(ms, o.allowed.shape(), op);
   const std::vector<int64_t> lengths = len ? o.key_lengths.to_vector() : std::vector<int64_t>();
-  const Shape sm = add ? broadcast_strides(o.mask.shape(), o.mask.strides(), ms) : Shape(4, 0);
-  const Shape sa = allow ? broadcast_strides(o.allowed.shape(), o.allowed.strides(), ms) : Shape(4, 0);
+  // Built on the host (GPU terms are copied here first; CPU ones are read in place).
+  const Tensor<T> mk = add ? o.mask.cpu() : Tensor<T>();
+  const Tensor<uint8_t> al = allow ? o.allowed.cpu() : Tensor<uint8_t>();
+  const Shape sm = add ? broadcast_strides(mk.shape(), mk.strides(), ms) : Shape(4, 0);
+  const Shape sa = allow ? broadcast_strides(al.shape(), al.strides(), ms) : Shape(4, 0);
   Tensor<T> m(ms);
   T* out = m.data();
-  const T* pm = add ? o.mask.data() : nullptr;
-  const uint8_t* pa = allow ? o.allowed.data() : nullptr;
+  const T* pm = add ? mk.data() : nullptr;
+  const uint8_t* pa = allow ? al.data() : nullptr;
   for (int64_t b = 0, n = 0; b < ms[0]; ++b)
     for (int64_t h = 0; h < ms[1]; ++h)
       for (int64_t i = 0; i < ms[2]; ++i)
@@ -201,6 +215,92 @@ struct AttentionSaved {
 // Tile sizes measured on Zen 3 (AVX2, float); see docs/attention.md.
 inline constexpr int64_t kAttentionBlockQ = 64, kAttentionBlockK = 64;
 
+#ifdef TXTCLS_WITH_CUDA
+// The GPU path of scaled_dot_product_attention (kernels/attention.cu): the same contract; the
+// kernels read q, k, v and the score terms in place (rows with unit stride) and save the output
+// and lse for the backward, which recomputes the probabilities.
+template <class T>
+cuda::AttnTerm<T> cuda_term(const Tensor<T>& t, const Shape& scores) {
+  if (!t.defined()) return {};
+  const Shape s = broadcast_strides(t.shape(), t.strides(), scores);
+  return {t.data(), s[0], s[1], s[2], s[3]};
+}
+
+template <class T>
+cuda::AttnRows<const T> cuda_rows(const Tensor<T>& t) {
+  return {t.data(), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+template <class T>
+Tensor<T> attention_cuda(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const AttentionOptions<T>& o,
+                         const AttentionDims& d, const char* op) {
+  cuda::check_attention_head_dims(d.D, d.Dv, op);
+  struct Saved {
+    cuda::AttentionArgs<T> a;
+    Tensor<T> q, k, v, bias, mask, out, lse;
+    Tensor<uint8_t> allowed;
+    Tensor<int64_t> lengths;
+  };
+  auto saved = std::make_shared<Saved>();
+  Saved& sv = *saved;
+  const Device dev = q.device();
+  sv.q = unit_rows(q);
+  sv.k = unit_rows(k);
+  sv.v = unit_rows(v);
+  cuda::AttentionArgs<T>& a = sv.a;
+  a.B = d.B, a.H = d.H, a.Lq = d.Lq, a.Lk = d.Lk, a.D = d.D, a.Dv = d.Dv;
+  a.q = cuda_rows(sv.q);
+  a.k = cuda_rows(sv.k);
+  a.v = cuda_rows(sv.v);
+  a.scale = attention_scale(o, d.D);
+  if (o.key_lengths.defined()) {  // checked on the host; the kernels read a device copy
+    sv.lengths = from_vector<int64_t>(o.key_lengths.to_vector(), {d.B}).to(dev);
+    a.key_lengths = sv.lengths.data();
+  }
+  a.causal = o.causal;
+  if (o.bias.defined()) sv.bias = o.bias.detach(), a.bias = cuda_term(sv.bias, d.scores());
+  if (o.mask.defined()) sv.mask = o.mask.detach(), a.mask = cuda_term(sv.mask, d.scores());
+  if (o.allowed.defined()) {
+    sv.allowed = o.allowed;
+    const Shape s = broadcast_strides(o.allowed.shape(), o.allowed.strides(), d.scores());
+    a.allowed = {o.allowed.data(), s[0], s[1], s[2], s[3]};
+  }
+  if (o.dropout_p > 0) {  // the CPU op's reservation: the same counters, the same mask
+    Generator& gen = o.generator ? *o.generator : default_generator();
+    a.dropout_p = o.dropout_p;
+    a.seed = gen.seed();
+    a.base = gen.reserve(static_cast<uint64_t>(d.B * d.H * d.Lq * d.Lk));
+    a.drop_scale = dropout_scale<T>(o.dropout_p);
+  }
+  Tensor<T> out({d.B, d.H, d.Lq, d.Dv}, dev);
+  sv.lse = Tensor<T>({d.B, d.H, d.Lq}, dev);
+  cuda::attention_forward<T>(a, out.data(), sv.lse.data());
+  sv.out = out.detach();
+  autograd::record<T>(out, op, {q, k, v, o.bias}, [saved](const Tensor<T>& grad, const std::vector<bool>& needs) {
+    const Saved& s = *saved;
+    const cuda::AttentionArgs<T>& a = s.a;
+    const Device dev = s.out.device();
+    Tensor<T> g = unit_rows(grad);
+    // Written whole by the kernels.
+    Tensor<T> dq({a.B, a.H, a.Lq, a.D}, dev), dk({a.B, a.H, a.Lk, a.D}, dev), dv({a.B, a.H, a.Lk, a.Dv}, dev);
+    Tensor<T> delta({a.B, a.H, a.Lq}, dev), partial, db;
+    cuda::AttentionGrads<T> gr{dq.data(), dk.data(), dv.data(), nullptr, true, delta.data()};
+    if (needs[3]) {
+      // Per head: [B, H, Lq, Lk], or [B, H, 1, Lk] for a bias broadcast over queries (the kernel
+      // sums its columns); then the deterministic reduction over the bias's broadcast dims.
+      gr.dbias_per_query = a.bias.si != 0;
+      partial = zeros<T>({a.B, a.H, gr.dbias_per_query ? a.Lq : 1, a.Lk}, dev);
+      gr.dbias = partial.data();
+    }
+    cuda::attention_backward<T>(a, s.out.data(), cuda_rows(g), s.lse.data(), gr);
+    if (needs[3]) db = sum_to(partial, s.bias.shape());
+    return std::vector<Tensor<T>>{needs[0] ? dq : Tensor<T>(), needs[1] ? dk : Tensor<T>(),
+                                  needs[2] ? dv : Tensor<T>(), db};
+  });
+  return out;
+}
+#endif
+
 }  // namespace detail
 
 // Reference attention: the composition of core ops that defines the contract (see the top of
@@ -211,7 +311,9 @@ Tensor<T> attention_reference(const Tensor<T>& q, const Tensor<T>& k, const Tens
   const detail::AttentionDims d = detail::check_attention(q, k, v, o, "attention_reference");
   Tensor<T> s = mul(matmul(q, k.transpose(-1, -2)), detail::attention_scale(o, d.D));
   if (o.bias.defined()) s = add(s, o.bias);
-  Tensor<T> p = softmax(s, -1, detail::attention_constant_mask(o, d));
+  Tensor<T> mask = detail::attention_constant_mask(o, d);
+  if (mask.defined()) mask = mask.to(q.device());
+  Tensor<T> p = softmax(s, -1, mask);
   if (o.dropout_p > 0) p = dropout(p, o.dropout_p, o.generator ? *o.generator : default_generator());
   return matmul(p, v);
 }
@@ -221,9 +323,13 @@ template <class T>
 Tensor<T> scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v,
                                        const AttentionOptions<T>& o = {}) {
   constexpr const char* op = "scaled_dot_product_attention";
+  const detail::AttentionDims dims = detail::check_attention(q, k, v, o, op);
+#ifdef TXTCLS_WITH_CUDA
+  if (q.device().is_cuda()) return detail::attention_cuda(q, k, v, o, dims, op);
+#endif
   auto saved = std::make_shared<detail::AttentionSaved<T>>();
   detail::AttentionSaved<T>& sv = *saved;
-  sv.d = detail::check_attention(q, k, v, o, op);
+  sv.d = dims;
   const detail::AttentionDims& d = sv.d;
   sv.q = detail::unit_rows(q);
   sv.k = detail::unit_rows(k);
