@@ -37,7 +37,7 @@ ARGS = parse_args()
 # The thread count must be fixed before torch (and its OpenMP runtime) is loaded.
 os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from sdpa_step import sdpa_step  # noqa: E402
 
 
 def torch_time(fn, min_time):
@@ -54,20 +54,7 @@ def torch_time(fn, min_time):
 def torch_case(B, H, L, D, causal, backward, min_time):
     g = torch.Generator().manual_seed(0)
     q, k, v, gout = (torch.randn(B, H, L, D, generator=g) for _ in range(4))
-    if not backward:
-        def fn():
-            with torch.no_grad():
-                F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        return torch_time(fn, min_time)
-    for t in (q, k, v):
-        t.requires_grad_(True)
-
-    def fn():
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        out.backward(gout)
-        for t in (q, k, v):
-            t.grad = None
-    return torch_time(fn, min_time)
+    return torch_time(sdpa_step(q, k, v, gout, causal, backward), min_time)
 
 
 def ours(args):
