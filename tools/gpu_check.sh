@@ -1,33 +1,59 @@
 #!/usr/bin/env bash
-# The GPU check, in one call on a machine with an NVIDIA GPU: build with the CUDA backend, run
-# the CUDA test suite, run compute-sanitizer (memcheck, racecheck, synccheck) over it, run the
-# kernel and attention benchmarks (and PyTorch's CUDA attention, when installed), and write a
-# summary (markdown) for docs/gpu.md.
+# The GPU check, in one call on a machine with an NVIDIA GPU: build with the CUDA backend (or take
+# binaries built elsewhere), run the CUDA test suite, run compute-sanitizer (memcheck, racecheck,
+# synccheck) over it, train LSTM_reg on data/trec on the GPU (three seeds side by side), run the
+# kernel and attention benchmarks (and PyTorch's CUDA attention on the same shapes, when a CUDA
+# build of torch is installed), and write a summary (markdown) for docs/gpu.md.
 #   tools/gpu_check.sh [OUT_DIR]          default: gpu_check_out/
-# Every step runs even if an earlier one fails; the summary says which passed. Exit status: 0
-# only when the build, the tests and every sanitizer pass.
+# Environment:
+#   TXTCLS_BUILD_DIR=DIR   build there (default build-gpu)
+#   TXTCLS_PREBUILT=DIR    skip the build and run the binaries that tools/gpu_stage.sh put in DIR
+#                          (for a GPU machine without the C++ build dependencies)
+#   TXTCLS_GPU_QUICK=1     shorter benchmarks and sanitizer runs on a subset (a time-boxed check)
+# Every step runs, under its own time limit, even if an earlier one fails; the summary says which
+# passed. Exit status: 0 only when the build, the tests and every sanitizer pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu_check_out}
-build=${TXTCLS_BUILD_DIR:-build-gpu}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 summary=$out/summary.md
 status=0
-
-command -v cmake >/dev/null || tools/setup.sh >"$out/setup.log" 2>&1
+quick=${TXTCLS_GPU_QUICK:-0}
 export PATH=$PATH:/usr/local/cuda/bin
 
-step() {  # step NAME LOG CMD...: runs CMD, logs its output, records pass/fail
-  local name=$1 log=$2
-  shift 2
-  local t0=$SECONDS
-  if "$@" >"$log" 2>&1; then
-    echo "| $name | pass | $((SECONDS - t0)) s |" >>"$summary"
-    return 0
+step() {  # step NAME LOG SECONDS CMD...: runs CMD under a time limit, logs it, records the result
+  local name=$1 log=$2 limit=$3
+  shift 3
+  local t0=$SECONDS rc=0
+  timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1 || rc=$?
+  local took=$((SECONDS - t0))
+  if ((rc == 0)); then
+    echo "| $name | pass | $took s |" >>"$summary"
+  elif ((rc == 124 || rc == 137)); then
+    echo "| $name | **time limit ($limit s)** (see $(basename "$log")) | $took s |" >>"$summary"
+  else
+    echo "| $name | **FAIL** (exit $rc, see $(basename "$log")) | $took s |" >>"$summary"
   fi
-  echo "| $name | **FAIL** (see $(basename "$log")) | $((SECONDS - t0)) s |" >>"$summary"
-  return 1
+  return $rc
 }
+
+if [[ -n "${TXTCLS_PREBUILT:-}" ]]; then
+  bin=$(cd "$TXTCLS_PREBUILT" && pwd)/bin
+  # The staged binaries link the CUDA toolkit's shared libraries; take them from the toolkit or,
+  # for cuDNN, from the Python wheels that a CUDA build of PyTorch brings.
+  libdirs=$(cd "$TXTCLS_PREBUILT" && pwd)/lib
+  for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcudnn.so.9; do
+    found=$(find /usr/local/cuda/ /usr/local/cuda/lib64/ /usr/lib/x86_64-linux-gnu/ /opt/ /usr/local/lib/ \
+      -name "$lib" 2>/dev/null | head -1)
+    [[ -n "$found" ]] && libdirs=$libdirs:$(dirname "$found")
+  done
+  export LD_LIBRARY_PATH=$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+else
+  command -v cmake >/dev/null || tools/setup.sh >"$out/setup.log" 2>&1
+  build=${TXTCLS_BUILD_DIR:-build-gpu}
+  bin=$build/bin
+fi
 
 {
   echo "# GPU check, $(date -u +%Y-%m-%d)"
@@ -35,52 +61,108 @@ step() {  # step NAME LOG CMD...: runs CMD, logs its output, records pass/fail
   echo '```'
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv 2>&1
   nvcc --version 2>&1 | tail -1
-  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) CPU cores"
+  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) CPU cores," \
+    "${TXTCLS_PREBUILT:+binaries built elsewhere (sm_90), }quick=$quick"
   echo '```'
   echo
   echo "| step | result | time |"
   echo "|---|---|---|"
 } >"$summary"
 
-step build "$out/build.log" bash -c "cmake -S . -B $build -DCMAKE_BUILD_TYPE=Release -DTXTCLS_CUDA=ON \
-  -DTXTCLS_BUILD_TESTS=ON -DTXTCLS_BUILD_BENCH=ON && cmake --build $build -j$(nproc) --target test_cuda \
-  bench_cuda_kernels bench_cuda_lstm bench_cuda_attention bench_cuda_graph_attention bench_attention" || status=1
+if [[ -z "${TXTCLS_PREBUILT:-}" ]]; then
+  step build "$out/build.log" 3000 bash -c "cmake -S . -B $build -DCMAKE_BUILD_TYPE=Release -DTXTCLS_CUDA=ON \
+    -DTXTCLS_BUILD_TESTS=ON -DTXTCLS_BUILD_BENCH=ON && cmake --build $build -j$(nproc) --target test_cuda txtcls_cli \
+    bench_cuda_kernels bench_cuda_lstm bench_cuda_attention bench_cuda_graph_attention bench_attention &&
+    mkdir -p $bin && cp $build/tests/test_cuda $bin/" || status=1
+else
+  for b in "$bin"/*; do ldd "$b" | grep "not found"; done >"$out/ldd.log" 2>&1
+  [[ -s "$out/ldd.log" ]] && { echo "| shared libraries | **missing** (see ldd.log) | |" >>"$summary"; status=1; }
+fi
 
-tests=$build/tests/test_cuda
-step "CUDA tests (ctest -L cuda)" "$out/tests.log" ctest --test-dir "$build" -L cuda --output-on-failure || status=1
+tests=$bin/test_cuda
 "$tests" --list-test-names-only >"$out/test_names.txt" 2>/dev/null
 
+# LSTM_reg on data/trec on the GPU, hedwig's recipe, three seeds at once (the GPU is far from
+# full with one): their test accuracy is compared with the CPU runs of docs/results.md.
+train_one() {
+  "$bin/txtcls" train --model lstm_reg --data data/trec --device cuda --seed "$1" --threads 4 \
+    --out "$out/trec_seed$1" >"$out/train_seed$1.log" 2>&1
+}
+train_three() {
+  local rc=0
+  train_one 3435 & train_one 1 & train_one 2 &
+  for _ in 1 2 3; do wait -n || rc=1; done
+  for s in 3435 1 2; do
+    python3 -c "import json,sys; m=json.load(open(sys.argv[1])); t=m['test']
+print(f'seed {sys.argv[2]}: test accuracy {t[\"accuracy\"]:.4f}, macro-F1 {t[\"macro_f1\"]:.4f}, epochs {m.get(\"epochs_run\")}')" \
+      "$out/trec_seed$s/metrics.json" "$s" || rc=1
+    grep -E "^epoch" "$out/train_seed$s.log" | tail -1
+  done
+  return $rc
+}
+export -f train_one train_three
+export bin out
+
+# The sanitizers run the kernels 10-100x slower. memcheck takes the whole suite, or in the quick
+# check everything but the long parity sweeps (one small attention case per type stays in);
+# racecheck and synccheck instrument shared memory and barriers: the kernels that use them.
+sync_filter='[reduce],[softmax],[attention_sanitize],[clip],[graph_attention]'
 san=$(command -v compute-sanitizer)
-if [[ -n "$san" ]]; then
-  step "compute-sanitizer memcheck" "$out/memcheck.log" "$san" --tool memcheck --leak-check full --error-exitcode 1 "$tests" || status=1
-  # racecheck and synccheck instrument shared memory and barriers: the kernels that use them.
-  step "compute-sanitizer racecheck" "$out/racecheck.log" "$san" --tool racecheck --error-exitcode 1 "$tests" "[reduce],[softmax],[attention_sanitize],[clip]" || status=1
-  step "compute-sanitizer synccheck" "$out/synccheck.log" "$san" --tool synccheck --error-exitcode 1 "$tests" "[reduce],[softmax],[attention_sanitize],[clip]" || status=1
+[[ -z "$san" ]] && { echo "| compute-sanitizer | **not found** | |" >>"$summary"; status=1; }
+mem_filter=''  # the quick check leaves out the long parity sweeps (one small attention case per type stays)
+[[ $quick == 1 ]] && mem_filter='~[train]~[attention]~[lstm],[attention_sanitize]'
+# NAME|LOG|SECONDS (full check)|SECONDS (quick)|COMMAND for each correctness step.
+steps=("CUDA tests (test_cuda)|tests.log|1200|240|$tests --durations yes"
+  "LSTM_reg on data/trec, --device cuda, seeds 3435/1/2|train.log|1200|300|bash -c train_three")
+[[ -n "$san" ]] && steps+=(
+  "compute-sanitizer memcheck${mem_filter:+ ($mem_filter)}|memcheck.log|3600|240|$san --tool memcheck --leak-check full --error-exitcode 1 $tests ${mem_filter:-}"
+  "compute-sanitizer racecheck ($sync_filter)|racecheck.log|1200|240|$san --tool racecheck --error-exitcode 1 $tests $sync_filter"
+  "compute-sanitizer synccheck ($sync_filter)|synccheck.log|1200|240|$san --tool synccheck --error-exitcode 1 $tests $sync_filter")
+run_step() {
+  local name log full short cmd
+  IFS='|' read -r name log full short cmd <<<"$1"
+  read -r -a argv <<<"$cmd"  # no argument of these commands holds a space
+  step "$name" "$out/$log" $((quick == 1 ? short : full)) "${argv[@]}"
+}
+if [[ $quick == 1 ]]; then
+  # Time-boxed: the correctness steps run at once (16 cores and one GPU are plenty for them; their
+  # timing does not matter), then the benchmarks alone on the machine.
+  pids=()
+  for st in "${steps[@]}"; do run_step "$st" & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p" || status=1; done
 else
-  echo "| compute-sanitizer | **not found** | |" >>"$summary"
-  status=1
+  for st in "${steps[@]}"; do run_step "$st" || status=1; done
 fi
 
-step "kernel benchmarks" "$out/bench_kernels.txt" "$build/bin/bench_cuda_kernels" --benchmark_min_time=0.2 || true
-step "LSTM benchmarks (ours vs cuDNN)" "$out/bench_lstm.txt" "$build/bin/bench_cuda_lstm" --benchmark_min_time=0.2 || true
-# GPU attention: a short shape list (fp32 and bf16, D = 64; the naive path skips L = 4096, whose
-# scores do not fit), and PyTorch's CUDA attention on the same shapes when a CUDA build of torch
-# is there.
-step "GPU attention benchmarks (fused vs naive)" "$out/bench_cuda_attention.txt" "$build/bin/bench_cuda_attention" \
-  --benchmark_filter='^attention/(naive|fused)/[^/]+/(fp32|bf16)/D:64/L:(1024|4096)/' --benchmark_min_time=0.1 || true
+mt=0.2; [[ $quick == 1 ]] && mt=0.05
+step "kernel benchmarks" "$out/bench_kernels.txt" 300 "$bin/bench_cuda_kernels" --benchmark_min_time=$mt || true
+step "LSTM benchmarks (ours vs cuDNN)" "$out/bench_lstm.txt" 300 "$bin/bench_cuda_lstm" --benchmark_min_time=$mt || true
+# GPU attention against PyTorch's CUDA SDPA on the same shapes (the script runs our benchmark
+# itself: naive and fused), every precision at L = 512 and 2048, and bf16 up to L = 8192.
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  step "GPU attention vs PyTorch" "$out/compare_attention_torch_cuda.txt" python3 bench/compare_attention_torch_cuda.py \
-    --bench "$build/bin/bench_cuda_attention" --seqs 1024,4096 --dims 64 --modes fp32,bf16 --min-time 0.1 || true
+  step "GPU attention vs PyTorch (L 512, 2048)" "$out/compare_attention_torch_cuda.txt" 300 \
+    python3 bench/compare_attention_torch_cuda.py --bench "$bin/bench_cuda_attention" --seqs 512,2048 \
+    --dims 64,128 --modes fp32,tf32,bf16,fp16 --min-time $mt || true
+  step "GPU attention vs PyTorch (bf16, L 8192)" "$out/compare_attention_torch_cuda_8k.txt" 200 \
+    python3 bench/compare_attention_torch_cuda.py --bench "$bin/bench_cuda_attention" --seqs 8192 \
+    --dims 64,128 --modes bf16 --min-time $mt || true
+else
+  step "GPU attention benchmarks (fused vs naive)" "$out/bench_cuda_attention.txt" 300 "$bin/bench_cuda_attention" \
+    --benchmark_filter='^attention/(naive|fused)/[^/]+/(fp32|bf16)/D:64/L:(1024|4096)/' --benchmark_min_time=$mt || true
 fi
 # BPT graph attention against dense attention on the GPU, two lengths (the scaling at a glance).
-step "GPU BPT graph attention benchmarks" "$out/bench_cuda_graph_attention.txt" "$build/bin/bench_cuda_graph_attention" \
-  --benchmark_filter='^gpu/(bpt|dense)/[^/]+/n:(1024|8192)/' --benchmark_min_time=0.1 || true
-step "attention benchmarks (CPU side)" "$out/bench_attention.txt" "$build/bin/bench_attention" \
-  --benchmark_filter='^sdpa/fused/.*/L:(512|1024)/' --benchmark_min_time=0.2 || true
+step "GPU BPT graph attention benchmarks" "$out/bench_cuda_graph_attention.txt" 200 "$bin/bench_cuda_graph_attention" \
+  --benchmark_filter='^gpu/(bpt|dense)/[^/]+/n:(1024|8192)/' --benchmark_min_time=$mt || true
 
 {
   echo
-  echo "## Kernel benchmarks"
+  echo "## LSTM_reg on data/trec, GPU"
+  echo
+  echo '```'
+  cat "$out/train.log" 2>/dev/null
+  echo '```'
+  echo
+  echo "## Benchmarks"
   echo
   echo '```'
   grep -E "bandwidth|^BM_|^Benchmark|^-" "$out/bench_kernels.txt" 2>/dev/null
@@ -88,11 +170,12 @@ step "attention benchmarks (CPU side)" "$out/bench_attention.txt" "$build/bin/be
   grep -E "^attention/|^Benchmark|^-" "$out/bench_cuda_attention.txt" 2>/dev/null
   grep -E "^gpu/|^Benchmark|^-" "$out/bench_cuda_graph_attention.txt" 2>/dev/null
   tail -n +2 "$out/compare_attention_torch_cuda.txt" 2>/dev/null
+  tail -n +3 "$out/compare_attention_torch_cuda_8k.txt" 2>/dev/null
   echo '```'
   echo
   echo "## Failures"
   echo
-  grep -h -E "FAILED|REQUIRE|with expansion|ERROR SUMMARY: [1-9]|Error" "$out"/tests.log "$out"/*check.log 2>/dev/null | head -40
+  grep -h -E "FAILED|REQUIRE|with expansion|ERROR SUMMARY: [1-9]|Error|test cases" "$out"/tests.log "$out"/*check.log 2>/dev/null | head -60
 } >>"$summary"
 cat "$summary"
 exit $status
