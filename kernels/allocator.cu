@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstring>
 #include <map>
+#include <set>
 #include <mutex>
 #include <tuple>
 #include <unordered_map>
@@ -25,16 +26,6 @@ size_t round_size(size_t bytes) {
   if (bytes < (size_t(1) << 20)) return (bytes + kSmall - 1) / kSmall * kSmall;
   return (bytes + kLarge - 1) / kLarge * kLarge;
 }
-
-// Makes `index` the current device for the scope and restores the caller's afterwards.
-struct DeviceGuard {
-  int prev = 0;
-  explicit DeviceGuard(int index) {
-    TXTCLS_CUDA_CHECK(cudaGetDevice(&prev));
-    if (prev != index) TXTCLS_CUDA_CHECK(cudaSetDevice(index));
-  }
-  ~DeviceGuard() { cudaSetDevice(prev); }
-};
 
 class CachingAllocator final : public Allocator {
  public:
@@ -173,6 +164,16 @@ class StagingRing {
     s.pending = true;
   }
   size_t bytes() const { return total_; }
+  // Frees every slot once the copies that read it have completed.
+  void release() {
+    for (Slot& s : slots_) {
+      if (s.pending) TXTCLS_CUDA_CHECK(cudaEventSynchronize(s.done));
+      if (s.host) TXTCLS_CUDA_CHECK(cudaFreeHost(s.host));
+      if (s.done) TXTCLS_CUDA_CHECK(cudaEventDestroy(s.done));
+      s = Slot{};
+    }
+    total_ = 0;
+  }
 
  private:
   static constexpr int kSlots = 4;
@@ -233,6 +234,34 @@ void register_backend() { register_cuda_allocator(&allocator()); }
 MemoryStats memory_stats(int device) { return allocator().stats(device); }
 void reset_peak_stats(int device) { allocator().reset_peak(device); }
 void empty_cache() { allocator().empty_cache(); }
+
+namespace {
+std::mutex release_mu;
+std::set<void (*)()>& release_hooks() {
+  static auto* hooks = new std::set<void (*)()>();
+  return *hooks;
+}
+}  // namespace
+
+void on_release_resources(void (*release_calling_threads_handles)()) {
+  std::lock_guard<std::mutex> lock(release_mu);
+  release_hooks().insert(release_calling_threads_handles);
+}
+
+void release_resources() {
+  {
+    std::lock_guard<std::mutex> lock(release_mu);
+    for (auto hook : release_hooks()) hook();
+  }
+  {
+    std::lock_guard<std::mutex> lock(staging_mu);
+    for (auto& [device, ring] : staging_rings()) {
+      DeviceGuard guard(device);
+      ring->release();
+    }
+  }
+  empty_cache();
+}
 void synchronize(int device) {
   DeviceGuard guard(device);
   TXTCLS_CUDA_CHECK(cudaDeviceSynchronize());

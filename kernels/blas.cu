@@ -19,8 +19,17 @@ namespace {
 
 std::atomic<bool> tf32_allowed{false};
 
+thread_local std::map<int, cublasHandle_t> handles;  // by device; kept until release_resources()
+
+void release_handles() {
+  for (auto& [device, h] : handles) {
+    DeviceGuard guard(device);
+    cublasDestroy(h);
+  }
+  handles.clear();
+}
+
 cublasHandle_t handle() {
-  thread_local std::map<int, cublasHandle_t> handles;  // released by the driver at exit
   int device = 0;
   TXTCLS_CUDA_CHECK(cudaGetDevice(&device));
   auto it = handles.find(device);
@@ -28,6 +37,7 @@ cublasHandle_t handle() {
     cublasHandle_t h = nullptr;
     TXTCLS_CUBLAS_CHECK(cublasCreate(&h));
     it = handles.emplace(device, h).first;
+    on_release_resources(&release_handles);
   }
   TXTCLS_CUBLAS_CHECK(cublasSetStream(it->second, active_stream()));
   return it->second;

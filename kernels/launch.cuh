@@ -15,6 +15,23 @@ cudaStream_t active_stream();
 // Streaming multiprocessors of the current device (queried once per device, then cached).
 int multiprocessor_count();
 
+// Makes `index` the current device for the scope and restores the caller's afterwards.
+struct DeviceGuard {
+  int prev = 0;
+  explicit DeviceGuard(int index) {
+    TXTCLS_CUDA_CHECK(cudaGetDevice(&prev));
+    if (prev != index) TXTCLS_CUDA_CHECK(cudaSetDevice(index));
+  }
+  ~DeviceGuard() { cudaSetDevice(prev); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+};
+
+// Library handles (cuBLAS, cuDNN) are created per thread on first use and kept for the process;
+// their owners register a function that destroys the calling thread's handles, which
+// release_resources() calls (a handle is recreated by its next use).
+void on_release_resources(void (*release_calling_threads_handles)());
+
 inline constexpr int kBlock = 256;
 
 // Blocks for a grid-stride loop over n items: enough to fill the device several times over,

@@ -110,9 +110,19 @@ using cudnn_lstm::DeviceBuffer;
 using cudnn_lstm::TensorDesc;
 
 // One handle per device and thread (cuDNN handles are not thread-safe), bound to the thread's
-// current stream at every call; released by the driver at exit.
+// current stream at every call; kept until release_resources().
+thread_local std::map<int, cudnnHandle_t> cudnn_handles;
+
+void release_cudnn_handles() {
+  for (auto& [device, h] : cudnn_handles) {
+    DeviceGuard guard(device);
+    cudnnDestroy(h);
+  }
+  cudnn_handles.clear();
+}
+
 cudnnHandle_t cudnn_handle() {
-  thread_local std::map<int, cudnnHandle_t> handles;
+  auto& handles = cudnn_handles;
   int device = 0;
   TXTCLS_CUDA_CHECK(cudaGetDevice(&device));
   auto it = handles.find(device);
@@ -120,6 +130,7 @@ cudnnHandle_t cudnn_handle() {
     cudnnHandle_t h = nullptr;
     TXTCLS_CUDNN_CHECK(cudnnCreate(&h));
     it = handles.emplace(device, h).first;
+    on_release_resources(&release_cudnn_handles);
   }
   TXTCLS_CUDNN_CHECK(cudnnSetStream(it->second, active_stream()));
   return it->second;

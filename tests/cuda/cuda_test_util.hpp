@@ -3,6 +3,8 @@
 // a GPU result with the CPU reference by error relative to the largest reference value.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <sstream>
+#include <string>
 
 // The op headers only (not the umbrella header): the suite compiles in a fraction of the time.
 #include "txtcls/cuda/runtime.hpp"
@@ -33,27 +35,59 @@ Tensor<T> rnd(const Shape& s, uint64_t seed, double lo = -2.0, double hi = 2.0) 
 // Float tolerances: elementwise and reductions 1e-5 of the largest reference value; double 1e-12.
 template <class T> constexpr double tol() { return std::is_same_v<T, float> ? 1e-5 : 1e-12; }
 
-// max |got - want| / max(|want|, tiny); NaN anywhere (a poisoned, unwritten output) gives +inf.
+// max |got - want| / max(|want|, floor, tiny). A NaN or infinity must sit where the reference has
+// the same value: anything else (a poisoned, unwritten output, say) gives +inf. `floor` is for
+// results that are zero in exact arithmetic, where the largest reference value is rounding noise.
 template <class T>
-double rel_err(const Tensor<T>& got, const Tensor<T>& want) {
+double rel_err(const Tensor<T>& got, const Tensor<T>& want, double floor = 0) {
   REQUIRE(got.shape() == want.shape());
   auto g = got.to_vector();
   auto w = want.to_vector();
-  double scale = 0, err = 0;
-  for (size_t i = 0; i < w.size(); ++i) scale = std::max(scale, std::abs(double(w[i])));
+  double scale = floor, err = 0;
+  for (size_t i = 0; i < w.size(); ++i)
+    if (std::isfinite(double(w[i]))) scale = std::max(scale, std::abs(double(w[i])));
   for (size_t i = 0; i < w.size(); ++i) {
-    const double d = std::abs(double(g[i]) - double(w[i]));
-    if (!std::isfinite(double(g[i])) && std::isfinite(double(w[i]))) return INFINITY;
-    err = std::max(err, d);
+    const double gi = double(g[i]), wi = double(w[i]);
+    if (!std::isfinite(gi) || !std::isfinite(wi)) {
+      const bool same = (std::isnan(gi) && std::isnan(wi)) || gi == wi;
+      if (!same) return INFINITY;
+      continue;
+    }
+    err = std::max(err, std::abs(gi - wi));
   }
   return err / std::max(scale, 1e-300);
 }
 
-#define CT_REQUIRE_CLOSE(got, want, T)            \
-  do {                                            \
-    const double _e = ct::rel_err((got), (want)); \
-    INFO("relative error " << _e);                \
-    REQUIRE(_e <= ct::tol<T>());                  \
+// Where got and want differ most (for the failure message): "index i: got a, want b".
+template <class T>
+std::string worst(const Tensor<T>& got, const Tensor<T>& want) {
+  auto g = got.to_vector();
+  auto w = want.to_vector();
+  size_t at = 0;
+  double d = -1;
+  for (size_t i = 0; i < w.size() && i < g.size(); ++i) {
+    const double e = std::isfinite(double(g[i]) - double(w[i])) ? std::abs(double(g[i]) - double(w[i])) : INFINITY;
+    if (e > d && !(std::isnan(double(g[i])) && std::isnan(double(w[i])))) d = e, at = i;
+  }
+  if (d < 0) return "no element differs";
+  std::ostringstream s;
+  s.precision(9);
+  s << "worst at flat index " << at << " of " << txtcls::shape_str(want.shape()) << ": got " << g[at] << ", want "
+    << w[at];
+  return s.str();
+}
+
+// CHECK, not REQUIRE: a failing comparison inside a loop over configurations fails the test case
+// and the loop goes on, so one run on a GPU reports every configuration that fails.
+#define CT_CHECK_CLOSE_TOL(got, want, tolerance, floor)                  \
+  do {                                                                   \
+    const auto& _g = (got);                                              \
+    const auto& _w = (want);                                             \
+    const double _e = ct::rel_err(_g, _w, (floor));                      \
+    INFO("relative error " << _e << ", tolerance " << (tolerance));     \
+    if (!(_e <= (tolerance))) UNSCOPED_INFO(ct::worst(_g, _w));          \
+    CHECK(_e <= (tolerance));                                            \
   } while (0)
+#define CT_REQUIRE_CLOSE(got, want, T) CT_CHECK_CLOSE_TOL(got, want, ct::tol<T>(), 0.0)
 
 }  // namespace ct

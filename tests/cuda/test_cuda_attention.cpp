@@ -19,10 +19,12 @@ struct Run {
 
 // Runs `f` (one of the attention ops) on copies of the inputs placed on `dev` and backpropagates
 // `go`; the dropout generator starts from the same seed for every run, so all draw one mask.
+// Every run gets its own copies: to() on the tensor's own device returns the tensor itself, and
+// gradients accumulated into the caller's inputs would add up from one run to the next.
 template <class T, class F>
 Run<T> run(F f, const Config& c, Device dev, const Tensor<T>& q0, const Tensor<T>& k0, const Tensor<T>& v0,
            const AttentionOptions<T>& o0, const Tensor<T>& go) {
-  auto place = [&](const Tensor<T>& t) { return t.to(dev); };
+  auto place = [&](const Tensor<T>& t) { return t.to(dev).detach().clone(); };
   Tensor<T> q = place(q0), k = place(k0), v = place(v0);
   if (c.permuted) q = place(q0.permute({0, 2, 1, 3}).contiguous()).permute({0, 2, 1, 3});
   if (c.transposed) k = place(k0.transpose(-1, -2).contiguous()).transpose(-1, -2);
@@ -45,13 +47,23 @@ Run<T> run(F f, const Config& c, Device dev, const Tensor<T>& q0, const Tensor<T
 
 template <class T>
 void compare(const Run<T>& got, const Run<T>& want, const Config& c, double tol) {
-  ct::require_close(ct::rel_err(got.out, want.out), tol);
-  ct::require_close(ct::rel_err(got.dv, want.dv), tol);
-  if (c.Lk > 1) {  // with one key the softmax is constant: dq, dk are rounding noise around 0
-    ct::require_close(ct::rel_err(got.dq, want.dq), tol);
-    ct::require_close(ct::rel_err(got.dk, want.dk), tol);
+  {
+    INFO("output");
+    CT_CHECK_CLOSE_TOL(got.out, want.out, tol, 0.0);
   }
-  if (want.dbias.defined()) ct::require_close(ct::rel_err(got.dbias, want.dbias), tol);
+  {
+    INFO("dv");
+    CT_CHECK_CLOSE_TOL(got.dv, want.dv, tol, 0.0);
+  }
+  if (c.Lk > 1) {  // with one key the softmax is constant: dq, dk are rounding noise around 0
+    INFO("dq, dk");
+    CT_CHECK_CLOSE_TOL(got.dq, want.dq, tol, 0.0);
+    CT_CHECK_CLOSE_TOL(got.dk, want.dk, tol, 0.0);
+  }
+  if (want.dbias.defined()) {
+    INFO("dbias");
+    CT_CHECK_CLOSE_TOL(got.dbias, want.dbias, tol, 0.0);
+  }
 }
 
 template <class T>

@@ -132,6 +132,12 @@ std::vector<Named<T>> run(const Case& c, const Inputs<T>& in, Device dev, bool g
   return res;
 }
 
+// Float: 5e-5 of the largest reference value, not the elementwise 1e-5. The weight gradients sum
+// T per-step outer products (cuBLAS and cuDNN in another order than the CPU), and the H = 1,
+// I = 1 cases have few terms per element, so the rounding does not average out: 2.0e-5 (own
+// kernels, T = 33) and 1.1e-5 (cuDNN, T = 7) were seen on an H200. Double stays at 1e-12.
+template <class T> constexpr double lstm_tol() { return std::is_same_v<T, float> ? 5e-5 : ct::tol<T>(); }
+
 // Every result within tolerance of the CPU's, and exact zeros where the op defines zeros: the
 // output and the input gradient at padded steps.
 template <class T>
@@ -144,7 +150,7 @@ void require_matches_cpu(const Case& c, uint64_t seed, bool grad_weights = true)
   for (size_t k = 0; k < want.size(); ++k) {
     INFO(want[k].name);
     REQUIRE(got[k].value.defined() == want[k].value.defined());
-    if (want[k].value.defined()) CT_REQUIRE_CLOSE(got[k].value, want[k].value, T);
+    if (want[k].value.defined()) CT_CHECK_CLOSE_TOL(got[k].value, want[k].value, lstm_tol<T>(), 0.0);
   }
   for (int k : {0, 1}) {  // output [B, T, D*H], grad x [B, T, I]
     INFO(got[k].name << " at padded steps");

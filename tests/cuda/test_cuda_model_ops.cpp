@@ -73,8 +73,11 @@ void cross_entropy_suite() {
         Tensor<T> gy = r == Reduction::None ? ct::rnd<T>({N}, 9) : scalar<T>(T(1.5));
         y.backward(gy);
         yg.backward(gy.to(gpu()));
-        CT_REQUIRE_CLOSE(yg.cpu(), y, T);
-        CT_REQUIRE_CLOSE(xg.grad().cpu(), x.grad(), T);
+        // One class: loss and gradient are zero in exact arithmetic (log_softmax of one logit
+        // is 0), and both sides hold rounding noise; compare on the scale of an O(1) loss.
+        const double floor = C == 1 ? 1.0 : 0.0;
+        CT_CHECK_CLOSE_TOL(yg.cpu(), y, ct::tol<T>(), floor);
+        CT_CHECK_CLOSE_TOL(xg.grad().cpu(), x.grad(), ct::tol<T>(), floor);
       }
     }
   }
@@ -103,7 +106,10 @@ void norm_suite() {
         y.backward(gy);
         yg.backward(gy.to(gpu()));
         CT_REQUIRE_CLOSE(yg.cpu(), y, T);
-        CT_REQUIRE_CLOSE(xg.grad().cpu(), x.grad(), T);
+        // rms_norm of one element: the input gradient w*g*eps/(x^2+eps)^1.5 (~1e-9 here) is what
+        // is left of two terms of size ~0.1 that cancel, so both sides hold rounding noise of
+        // those terms: compare on their scale.
+        CT_CHECK_CLOSE_TOL(xg.grad().cpu(), x.grad(), ct::tol<T>(), rms && D == 1 ? 1.0 : 0.0);
         if (w.defined()) CT_REQUIRE_CLOSE(wg.grad().cpu(), w.grad(), T);
         if (b.defined()) CT_REQUIRE_CLOSE(bg.grad().cpu(), b.grad(), T);
       }

@@ -39,3 +39,20 @@ TEST_CASE("cuda set_device refuses a device that does not exist", "[cuda][alloca
   cuda::set_device(0);
   REQUIRE(cuda::current_device() == 0);
 }
+
+TEST_CASE("cuda release_resources frees the cache, the staging rings and the handles, and work goes on",
+          "[cuda][allocator]") {
+  Tensor<float> a = ct::rnd<float>({64, 48}, 3), b = ct::rnd<float>({48, 32}, 4);
+  const Tensor<float> want = matmul(a, b);
+  Tensor<float> first = matmul(a.to(gpu()), b.to(gpu())).cpu();  // a cuBLAS handle, staged uploads
+  { Tensor<float> scratch({1 << 20}, gpu()); }                     // a cached block
+  REQUIRE(cuda::staging_bytes() > 0);
+  REQUIRE(cuda::memory_stats().bytes_reserved > cuda::memory_stats().bytes_in_use);
+  cuda::release_resources();
+  REQUIRE(cuda::staging_bytes() == 0);
+  REQUIRE(cuda::memory_stats().bytes_reserved == cuda::memory_stats().bytes_in_use);
+  // Everything is recreated on next use.
+  Tensor<float> again = matmul(a.to(gpu()), b.to(gpu())).cpu();
+  CT_REQUIRE_CLOSE(again, want, float);
+  REQUIRE(again.to_vector() == first.to_vector());
+}

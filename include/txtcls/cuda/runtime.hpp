@@ -21,6 +21,11 @@ void register_backend();            // registers the allocator with the core (id
 MemoryStats memory_stats(int device = 0);
 void reset_peak_stats(int device = 0);
 void empty_cache();                 // returns cached blocks to the driver
+// empty_cache(), plus what the backend otherwise keeps until the process exits: the pinned
+// staging rings and the calling thread's cuBLAS and cuDNN handles (with their workspaces). All
+// are recreated on next use. For programs that hand the GPU to other code, and for leak checkers
+// (compute-sanitizer --leak-check full), which report what is still allocated at exit.
+void release_resources();
 void synchronize(int device = 0);
 
 // Streams. Kernels, copies and allocations of the calling thread go to its current stream: the

@@ -131,6 +131,7 @@ Tensor<T>::Tensor(const Shape& shape, Device d) {
 
 template <class T>
 bool Tensor<T>::is_contiguous() const {
+  if (numel() == 0) return true;  // nothing to address: any strides describe it
   int64_t expect = 1;
   for (int64_t i = dim(); i-- > 0;) {
     if (shape()[i] == 1) continue;
