@@ -2,7 +2,10 @@
 // kernel-argument space allows. A launch carries a table of up to kTensors parameters and of up
 // to kChunks chunks (kChunkSize elements of one parameter each, one block per chunk), passed by
 // value as the kernel's argument, so no table is copied to the device and no step synchronizes.
-// The arithmetic is train::AdamStepMath, the same code as the CPU loop.
+// The arithmetic is train::AdamStepMath, the same code as the CPU loop. A chunk is shared by
+// `split` blocks (each a disjoint, interleaved share of its elements) so that a model's few
+// dozen chunks still put several blocks on every multiprocessor.
+#include <algorithm>
 #include <cstdint>
 
 #include "launch.cuh"
@@ -24,11 +27,14 @@ struct AdamLaunch {
 static_assert(sizeof(AdamLaunch<double>) <= 4096, "kernel arguments are limited to 4 KiB");
 
 template <class T>
-__global__ void adam_chunks(AdamLaunch<T> a) {
-  const AdamTensor<T>& t = a.t[a.chunk_tensor[blockIdx.x]];
-  const int64_t start = a.chunk_start[blockIdx.x];
+__global__ void adam_chunks(AdamLaunch<T> a, int split) {
+  const int chunk = blockIdx.x / split, part = blockIdx.x % split;
+  const AdamTensor<T>& t = a.t[a.chunk_tensor[chunk]];
+  const int64_t start = a.chunk_start[chunk];
   const int64_t end = min(t.n, start + kChunkSize);
-  for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) t.math(t.p[i], t.g[i], t.m[i], t.v[i]);
+  const int64_t step = int64_t(split) * blockDim.x;
+  for (int64_t i = start + int64_t(part) * blockDim.x + threadIdx.x; i < end; i += step)
+    t.math(t.p[i], t.g[i], t.m[i], t.v[i]);
 }
 
 }  // namespace
@@ -36,11 +42,14 @@ __global__ void adam_chunks(AdamLaunch<T> a) {
 template <class T>
 void adam_step(const std::vector<AdamTensor<T>>& tensors) {
   cudaStream_t stream = active_stream();
+  const int target_blocks = 8 * multiprocessor_count();
   AdamLaunch<T> a;
   int nt = 0, nc = 0;
   auto launch = [&] {
     if (nc > 0) {
-      adam_chunks<T><<<nc, kBlock, 0, stream>>>(a);
+      // Blocks per chunk: enough for ~8 per multiprocessor, at most one per kBlock elements.
+      const int split = std::clamp((target_blocks + nc - 1) / nc, 1, int(kChunkSize / kBlock));
+      adam_chunks<T><<<nc * split, kBlock, 0, stream>>>(a, split);
       TXTCLS_KERNEL_CHECK("adam_chunks");
     }
     nc = 0;

@@ -11,7 +11,8 @@ using ct::gpu;
 namespace {
 
 template <class T>
-void check(const Tensor<T>& x0, int64_t dim, const Tensor<T>& mask0, bool log, uint64_t seed) {
+void check(const Tensor<T>& x0, int64_t dim, const Tensor<T>& mask0, bool log, uint64_t seed,
+           double mask_grad_floor = 0) {
   auto f = [&](const Tensor<T>& x, const Tensor<T>& m) { return log ? log_softmax(x, dim, m) : softmax(x, dim, m); };
   Tensor<T> x = x0.detach().set_requires_grad();
   Tensor<T> m = mask0.defined() ? mask0.detach().set_requires_grad() : Tensor<T>();
@@ -29,8 +30,10 @@ void check(const Tensor<T>& x0, int64_t dim, const Tensor<T>& mask0, bool log, u
     return from_vector<T>(v, t.shape());
   };
   CT_REQUIRE_CLOSE(finite(yg.cpu()), finite(y), T);
+  INFO("input gradient");
   CT_REQUIRE_CLOSE(xg.grad().cpu(), x.grad(), T);
-  if (mask0.defined()) CT_REQUIRE_CLOSE(mg.grad().cpu(), m.grad(), T);
+  INFO("mask gradient");
+  if (mask0.defined()) CT_CHECK_CLOSE_TOL(mg.grad().cpu(), m.grad(), ct::tol<T>(), mask_grad_floor);
 }
 
 template <class T>
@@ -38,7 +41,10 @@ void suite() {
   const T inf = std::numeric_limits<T>::infinity();
   uint64_t seed = 70;
   for (bool log : {false, true}) {
-    for (const Shape& s : std::vector<Shape>{{1, 1}, {3, 31}, {5, 1025}, {2, 4099}, {7, 1}}) {
+    INFO((log ? "log_softmax" : "softmax"));
+    // Row lengths for every kernel: a warp per row (n <= 512), a block per row held in registers
+    // (n <= 8192), the online two-sweep kernel beyond.
+    for (const Shape& s : std::vector<Shape>{{1, 1}, {3, 31}, {9, 300}, {5, 1025}, {2, 4099}, {2, 9000}, {7, 1}}) {
       INFO((log ? "log_softmax " : "softmax ") << shape_str(s));
       ++seed;
       check<T>(ct::rnd<T>(s, seed, -8, 8), -1, Tensor<T>(), log, seed);
@@ -55,9 +61,15 @@ void suite() {
     INFO("masked keys");
     ++seed;
     check<T>(ct::rnd<T>({2, 3, 4, 37}, seed, -8, 8), -1, mask, log, seed);
-    // A finite mask varying along a middle dim (not the softmax dim).
+    // A finite mask varying along a middle dim (not the softmax dim). It shifts whole rows, which
+    // leaves the softmax unchanged: its gradient is zero in exact arithmetic and both sides hold
+    // rounding noise, so it is compared on the scale of the input gradient (O(1)).
+    INFO("mask constant along the softmax dim");
     ++seed;
-    check<T>(ct::rnd<T>({3, 6, 9}, seed), 2, ct::rnd<T>({6, 1}, seed + 1, -3, 0), log, seed);
+    check<T>(ct::rnd<T>({3, 6, 9}, seed), 2, ct::rnd<T>({6, 1}, seed + 1, -3, 0), log, seed, 1.0);
+    INFO("mask varying along a middle dim and the softmax dim");
+    ++seed;
+    check<T>(ct::rnd<T>({3, 6, 9}, seed), 2, ct::rnd<T>({6, 9}, seed + 1, -3, 0), log, seed);
   }
   // A NaN turns its row into NaN and leaves the other rows alone.
   Tensor<T> x = ct::rnd<T>({2, 40}, 9);
