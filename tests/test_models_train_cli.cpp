@@ -142,6 +142,15 @@ TEST_CASE("txtcls --device refuses a GPU it cannot use with one clear line", "[m
   Run bad = run("train" + kSmall + " --epochs 1 --device tpu" + out);
   REQUIRE(bad.rc == 1);
   REQUIRE(bad.output.find("train: --device tpu: unknown device 'tpu' (expected cpu, cuda or cuda:N)") != std::string::npos);
+  // --lstm-backend: cuDNN needs a GPU; an unknown name is refused.
+  Run cudnn_on_cpu = run("train" + kSmall + " --epochs 1 --lstm-backend cudnn" + out);
+  REQUIRE(cudnn_on_cpu.rc == 1);
+  REQUIRE(cudnn_on_cpu.output.find("train: --lstm-backend cudnn: cuDNN runs on a GPU; add --device cuda") !=
+          std::string::npos);
+  Run unknown = run("train" + kSmall + " --epochs 1 --lstm-backend fast" + out);
+  REQUIRE(unknown.rc == 1);
+  REQUIRE(unknown.output.find("train: --lstm-backend fast: unknown backend (expected own or cudnn)") != std::string::npos);
+  REQUIRE(!fs::exists(d / "out"));
   fs::remove_all(d);
 }
 

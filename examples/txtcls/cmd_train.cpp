@@ -27,7 +27,7 @@ namespace fs = std::filesystem;
 
 struct TrainArgs {
   std::string model = "lstm_reg", data = "data/trec", format = "auto", out, vectors, resume, tokenizer = "hedwig",
-              device = "cpu";
+              device = "cpu", lstm_backend = "own";
   int64_t epochs = 30, batch_size = 32, max_len = 0, patience = 5, threads = 0, min_freq = 0, max_vocab = 0;
   double lr = 0.001, weight_decay = 0.0, dev_fraction = 0.1;
   uint64_t seed = 3435;
@@ -81,6 +81,7 @@ int run_train(TrainArgs a, bool epochs_given) {
   }
   if (a.min_freq <= 0) a.min_freq = a.vectors.empty() ? 2 : 1;  // see the top of this file
   const Device device = resolve_device("train", a.device);
+  apply_lstm_backend("train", a.lstm_backend, device);
   set_num_threads(a.threads > 0 ? static_cast<int>(a.threads) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   if (a.out.empty()) a.out = "runs/" + a.model + "-" + fs::path(a.data).filename().string();
   fs::create_directories(a.out);
@@ -236,6 +237,9 @@ Action setup_train(CLI::App& sub) {
   sub.add_option("--resume", a->resume, "Continue the run saved in this directory")->check(CLI::ExistingDirectory);
   sub.add_option("--device", a->device,
                  "cpu, cuda or cuda:N (a resumed run may continue on another device; bit-identical on the same one)")
+      ->capture_default_str();
+  sub.add_option("--lstm-backend", a->lstm_backend,
+                 "own or cudnn: which implementation runs the LSTM on a GPU (timings in docs/gpu.md)")
       ->capture_default_str();
   sub.add_flag("--quiet", a->quiet, "Print nothing but errors");
   sub.add_option("--hidden-dim", a->cfg.hidden_dim, "LSTM hidden size")->capture_default_str();

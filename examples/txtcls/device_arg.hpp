@@ -5,6 +5,7 @@
 // copies go to it.
 #include <string>
 
+#include "txtcls/cuda/lstm.hpp"
 #include "txtcls/cuda/runtime.hpp"
 #include "txtcls/tensor/device.hpp"
 
@@ -29,6 +30,19 @@ inline txtcls::Device resolve_device(const std::string& cmd, const std::string& 
                n == 1 ? " CUDA device, cuda:0)" : " CUDA devices, cuda:0 to cuda:" + std::to_string(n - 1) + ")");
   txtcls::cuda::set_device(d.index);
   return d;
+#endif
+}
+
+// The --lstm-backend option of `train`: "own" (the library's kernels, on any device) or "cudnn"
+// (cuDNN's RNN, on a GPU in a build that links cuDNN). Checked before any work.
+inline void apply_lstm_backend(const std::string& cmd, const std::string& value, const txtcls::Device& device) {
+  if (value == "own") return;
+  TXTCLS_CHECK(value == "cudnn", cmd, ": --lstm-backend ", value, ": unknown backend (expected own or cudnn)");
+  TXTCLS_CHECK(device.is_cuda(), cmd, ": --lstm-backend cudnn: cuDNN runs on a GPU; add --device cuda");
+#ifdef TXTCLS_WITH_CUDA
+  TXTCLS_CHECK(txtcls::cuda::cudnn_available(), cmd,
+               ": --lstm-backend cudnn: this build has no cuDNN (it was not found when the library was built)");
+  txtcls::cuda::set_lstm_backend(txtcls::cuda::LstmBackend::Cudnn);
 #endif
 }
 
