@@ -18,6 +18,7 @@ import json
 import subprocess
 
 import torch
+from torch_timing import torch_time
 from sdpa_step import sdpa_step
 
 
@@ -33,21 +34,6 @@ def parse_args():
 
 
 BATCH, HEADS = 32, 8  # bench_cuda_attention's shapes
-
-
-def torch_time(fn, min_time):
-    fn()  # warm-up: kernels chosen, allocator filled
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    total, n = 0.0, 0
-    while total < min_time or n < 2:
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        total += a.elapsed_time(b) / 1e3
-        n += 1
-    return total / n
 
 
 def torch_case(L, D, causal, backward, mode, min_time):

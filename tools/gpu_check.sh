@@ -143,6 +143,9 @@ if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   step "GPU attention vs PyTorch (L 512, 2048)" "$out/compare_attention_torch_cuda.txt" 300 \
     python3 bench/compare_attention_torch_cuda.py --bench "$bin/bench_cuda_attention" --seqs 512,2048 \
     --dims 64,128 --modes fp32,tf32,bf16,fp16 --min-time $mt || true
+  step "GPU kernels and LSTM vs PyTorch" "$out/compare_kernels_torch_cuda.txt" 200 \
+    python3 bench/compare_kernels_torch_cuda.py --kernels "$bin/bench_cuda_kernels" --lstm "$bin/bench_cuda_lstm" \
+    --min-time $mt || true
   step "GPU attention vs PyTorch (bf16, L 8192)" "$out/compare_attention_torch_cuda_8k.txt" 200 \
     python3 bench/compare_attention_torch_cuda.py --bench "$bin/bench_cuda_attention" --seqs 8192 \
     --dims 64,128 --modes bf16 --min-time $mt || true
@@ -171,6 +174,7 @@ step "GPU BPT graph attention benchmarks" "$out/bench_cuda_graph_attention.txt" 
   grep -E "^gpu/|^Benchmark|^-" "$out/bench_cuda_graph_attention.txt" 2>/dev/null
   tail -n +2 "$out/compare_attention_torch_cuda.txt" 2>/dev/null
   tail -n +3 "$out/compare_attention_torch_cuda_8k.txt" 2>/dev/null
+  cat "$out/compare_kernels_torch_cuda.txt" 2>/dev/null
   echo '```'
   echo
   echo "## Failures"
