@@ -3,7 +3,8 @@
 // float32. bench/compare_attention_torch.py runs this program beside PyTorch's SDPA.
 //
 //   bench_attention [--threads N] [--batch B] [--heads H] [--seqs 128,512] [--dims 64,128]
-//                   [--impls naive,fused] [--naive-max-gib G] [google-benchmark flags]
+//                   [--impls naive,fused] [--naive-max-gib G] [--block-q N --block-k N]
+//                   [google-benchmark flags]
 //
 // Defaults: batch 32, 8 heads, sequences 128..2048, head dims 64 and 128, both implementations.
 // FLOPs are counted as FlashAttention's benchmarks do: 4 * B * H * L * L * D for the forward,
@@ -34,12 +35,16 @@ double attention_flops(const Shape5& s, bool backward) {
   return fwd * (backward ? 3.5 : 1.0) * (s.causal ? 0.5 : 1.0);  // backward: forward + backward
 }
 
+int64_t g_block_q = 0, g_block_k = 0;  // --block-q / --block-k: tile sizes (0: the op's default)
+
 void run(benchmark::State& st, const Shape5& s, bool fused, bool backward) {
   Generator g(1);
   auto q = randn<float>({s.B, s.H, s.L, s.D}, g), k = randn<float>({s.B, s.H, s.L, s.D}, g),
        v = randn<float>({s.B, s.H, s.L, s.D}, g), gout = randn<float>({s.B, s.H, s.L, s.D}, g);
   AttentionOptions<float> o;
   o.causal = s.causal;
+  o.block_q = g_block_q;
+  o.block_k = g_block_k;
   auto attend = [&] { return fused ? scaled_dot_product_attention(q, k, v, o) : attention_reference(q, k, v, o); };
   if (backward) {
     for (auto* t : {&q, &k, &v}) t->set_requires_grad(true);
@@ -83,6 +88,8 @@ int main(int argc, char** argv) {
     else if (flag("--dims")) dims = int_list(argv[++i]);
     else if (flag("--impls")) impls = argv[++i];
     else if (flag("--naive-max-gib")) naive_max_gib = std::stod(argv[++i]);
+    else if (flag("--block-q")) g_block_q = std::stoll(argv[++i]);
+    else if (flag("--block-k")) g_block_k = std::stoll(argv[++i]);
     else argv[out++] = argv[i];  // Google Benchmark's own flags
   }
   argc = out;
