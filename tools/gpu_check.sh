@@ -106,7 +106,7 @@ export bin out
 # The sanitizers run the kernels 10-100x slower. memcheck takes the whole suite, or in the quick
 # check everything but the long parity sweeps (one small attention case per type stays in);
 # racecheck and synccheck instrument shared memory and barriers: the kernels that use them.
-sync_filter='[reduce],[softmax],[attention_sanitize],[clip],[graph_attention]'
+sync_filter='[reduce],[softmax],[attention_sanitize],[lstm_sanitize],[clip],[graph_attention],[indexing],[optim],[embedding],[pooling],[loss],[norm],[dropout]'
 san=$(command -v compute-sanitizer)
 [[ -z "$san" ]] && { echo "| compute-sanitizer | **not found** | |" >>"$summary"; status=1; }
 mem_filter=''  # the quick check leaves out the long parity sweeps (one small attention case per type stays)

@@ -226,6 +226,13 @@ TEST_CASE("cuda lstm (own kernels) matches the CPU op, float", "[cuda][lstm]") {
   compare_special<float>(true);
 }
 
+// Small, one case per direction kind with ragged and zero lengths: what compute-sanitizer's
+// racecheck and synccheck run (tools/gpu_check.sh); the grids above are ~100x too slow there.
+TEST_CASE("cuda lstm, one small case per kind", "[cuda][lstm_sanitize]") {
+  BackendScope own(cuda::LstmBackend::Own);
+  compare_special<float>(true);
+}
+
 TEST_CASE("cuda lstm (own kernels) matches the CPU op, double", "[cuda][lstm]") {
   BackendScope own(cuda::LstmBackend::Own);
   compare_grid<double>(true);
