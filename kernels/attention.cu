@@ -72,14 +72,6 @@ __device__ __forceinline__ void tile_mma(T (&acc)[RM][RN], const T* A, int am, i
   }
 }
 
-template <class T, int RM, int RN>
-__device__ __forceinline__ void zero(T (&acc)[RM][RN]) {
-#pragma unroll
-  for (int r = 0; r < RM; ++r)
-#pragma unroll
-    for (int c = 0; c < RN; ++c) acc[r][c] = T(0);
-}
-
 // Writes a register tile [M, DMAX] to rows r0.. of a contiguous [B, H, L, w] tensor, times mul:
 // rows below `valid`, columns below w.
 template <class T, int RM, int RN>

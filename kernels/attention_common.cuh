@@ -62,4 +62,13 @@ __device__ __forceinline__ void probs_and_grad(const AttentionArgs<T>& a, int64_
   }
 }
 
+// Zeroes a register tile (accumulators of the FMA kernels).
+template <class T, int RM, int RN>
+__device__ __forceinline__ void zero(T (&acc)[RM][RN]) {
+#pragma unroll
+  for (int r = 0; r < RM; ++r)
+#pragma unroll
+    for (int c = 0; c < RN; ++c) acc[r][c] = T(0);
+}
+
 }  // namespace txtcls::cuda::attn

@@ -8,6 +8,8 @@
 //                                 softmax over key blocks, the position term computed per tile
 //                                 from the band of positions the tile needs; neither the
 //                                 [Lq, P] nor any [Lq, Lk] matrix is stored. Backward recomputes.
+//                                 CUDA tensors run kernels/relative_attention.cu (float, double;
+//                                 head dims up to 128), the same contract up to rounding.
 //
 // Layouts (batch first, docs/conventions.md; HF's XLNet is time first):
 //   q   [B, H, Lq, D]   query heads (XLNet: h W_q, or for the query stream g W_q, moved by
@@ -55,6 +57,9 @@
 #include "txtcls/ops/indexing.hpp"
 #include "txtcls/ops/relative_attention_tiles.hpp"
 #include "txtcls/ops/relative_position.hpp"
+#ifdef TXTCLS_WITH_CUDA
+#include "txtcls/cuda/relative_attention.hpp"
+#endif
 
 namespace txtcls {
 
@@ -89,9 +94,16 @@ bool has_segment_term(const RelativeAttentionOptions<T>& o) {
 template <class T>
 RelAttnDims check_relative_attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Tensor<T>& k_r,
                                      const Tensor<T>& r_w_bias, const Tensor<T>& r_r_bias,
-                                     const RelativeAttentionOptions<T>& o, const char* op) {
-  for (const Tensor<T>* t : {&q, &k, &v, &k_r, &r_w_bias, &r_r_bias, &o.r_s_bias, &o.seg_embed, &o.seg_mat})
-    if (t->defined()) require_cpu(*t, op);
+                                     const RelativeAttentionOptions<T>& o, const char* op, bool cuda = false) {
+  // With `cuda` (the fused op on a CUDA q) every float operand is on q's device; masks and
+  // segment ids may stay on the host (they are uploaded).
+  for (const Tensor<T>* t : {&q, &k, &v, &k_r, &r_w_bias, &r_r_bias, &o.r_s_bias, &o.seg_embed, &o.seg_mat}) {
+    if (!t->defined()) continue;
+    if (!cuda) require_cpu(*t, op);
+    else
+      TXTCLS_CHECK(t->device() == q.device(), op, ": every operand must be on q's device ", q.device().str(),
+                   ", got one of shape ", shape_str(t->shape()), " on ", t->device().str());
+  }
   TXTCLS_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op, ": q, k, v must be [B, H, L, D], got ",
                shape_str(q.shape()), ", ", shape_str(k.shape()), ", ", shape_str(v.shape()));
   RelAttnDims d{q.size(0), q.size(1), q.size(2), k.size(2), 0, q.size(3), v.size(3), 0};
@@ -123,8 +135,8 @@ RelAttnDims check_relative_attention(const Tensor<T>& q, const Tensor<T>& k, con
                  ": the segment term takes segment ids (seg_q and seg_k) or seg_mat, exactly one of them");
     if (ids) {
       TXTCLS_CHECK(o.seg_q.defined() && o.seg_k.defined(), op, ": pass both seg_q [B, Lq] and seg_k [B, Lk]");
-      require_cpu(o.seg_q, op);
-      require_cpu(o.seg_k, op);
+      if (!cuda) require_cpu(o.seg_q, op);
+      if (!cuda) require_cpu(o.seg_k, op);
       TXTCLS_CHECK(o.seg_q.shape() == (Shape{d.B, d.Lq}), op, ": seg_q must be [B, Lq] = [", d.B, ", ", d.Lq,
                    "], got ", shape_str(o.seg_q.shape()));
       TXTCLS_CHECK(o.seg_k.shape() == (Shape{d.B, d.Lk}), op, ": seg_k must be [B, Lk] = [", d.B, ", ", d.Lk,
@@ -136,7 +148,7 @@ RelAttnDims check_relative_attention(const Tensor<T>& q, const Tensor<T>& k, con
     }
   }
   if (o.mask.defined()) {
-    require_cpu(o.mask, op);
+    if (!cuda) require_cpu(o.mask, op);
     TXTCLS_CHECK(broadcasts_into(o.mask.shape(), d.scores()), op, ": mask of shape ", shape_str(o.mask.shape()),
                  " does not broadcast to the scores [B, H, Lq, Lk] = ", shape_str(d.scores()));
   }
@@ -273,6 +285,19 @@ struct RelAttnSaved {
   }
 };
 
+// The dropout draw of one call: B*H*Lq*Lk counters reserved from the generator (none for p = 0).
+struct RelAttnDraw {
+  double p = 0;
+  uint64_t seed = 0, base = 0;
+};
+
+template <class T>
+RelAttnDraw reserve_dropout(const RelativeAttentionOptions<T>& o, const RelAttnDims& d) {
+  if (o.dropout_p <= 0) return {};
+  Generator& gen = o.generator ? *o.generator : default_generator();
+  return {o.dropout_p, gen.seed(), gen.reserve(static_cast<uint64_t>(d.B * d.H * d.Lq * d.Lk))};
+}
+
 // Sums [B, X] per-head parts over the batch into a [X]-sized tensor of `shape`.
 template <class T>
 Tensor<T> sum_over_batch(const std::vector<T>& parts, int64_t B, const Shape& shape) {
@@ -283,6 +308,118 @@ Tensor<T> sum_over_batch(const std::vector<T>& parts, int64_t B, const Shape& sh
     for (int64_t i = 0; i < n; ++i) p[i] += parts[static_cast<size_t>(b * n + i)];
   return out;
 }
+
+#ifdef TXTCLS_WITH_CUDA
+// The GPU path of relative_attention (kernels/relative_attention.cu): the same contract. The
+// kernels read q, k, v, k_r in place (rows with unit stride), seg_mat and the mask by their
+// strides; masks and segment ids are uploaded from wherever the caller keeps them. The kernels'
+// per-row and per-sequence gradient parts are folded into the parameters' gradients here by
+// deterministic reductions (sum, matmul), so results are the same bit for bit on every run.
+template <class T>
+Tensor<T> relative_attention_cuda(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Tensor<T>& k_r,
+                                  const Tensor<T>& r_w_bias, const Tensor<T>& r_r_bias,
+                                  const RelativeAttentionOptions<T>& o, const RelAttnDims& d, const char* op) {
+  cuda::check_attention_head_dims(d.D, d.Dv, op);
+  struct Saved {
+    RelAttnDims d{};
+    cuda::RelativeAttentionArgs<T> ra;
+    Tensor<T> q, k, v, kr, rw, rr, rs, se, seg_mat, out, lse;
+    Tensor<int64_t> seg_q, seg_k;
+    Tensor<uint8_t> mask, empty;
+  };
+  auto saved = std::make_shared<Saved>();
+  Saved& sv = *saved;
+  sv.d = d;
+  const Device dev = q.device();
+  sv.q = unit_rows(q);
+  sv.k = unit_rows(k);
+  sv.v = unit_rows(v);
+  sv.kr = unit_rows(k_r);
+  sv.rw = r_w_bias.detach().contiguous();
+  sv.rr = r_r_bias.detach().contiguous();
+  cuda::RelativeAttentionArgs<T>& ra = sv.ra;
+  cuda::AttentionArgs<T>& a = ra.a;
+  a.B = d.B, a.H = d.H, a.Lq = d.Lq, a.Lk = d.Lk, a.D = d.D, a.Dv = d.Dv;
+  a.q = cuda_rows(sv.q), a.k = cuda_rows(sv.k), a.v = cuda_rows(sv.v);
+  a.scale = relative_attention_scale(o, d.D), a.causal = o.causal;
+  ra.P = d.P;
+  ra.kr = cuda_rows(sv.kr);
+  if (d.Br == 1) ra.kr.sb = 0;  // one set of position keys for the whole batch
+  ra.r_w_bias = sv.rw.data();
+  ra.r_r_bias = sv.rr.data();
+  if (o.seg_embed.defined()) {
+    sv.rs = o.r_s_bias.detach().contiguous();
+    sv.se = o.seg_embed.detach().contiguous();
+    ra.r_s_bias = sv.rs.data();
+    ra.seg_embed = sv.se.data();
+    if (o.seg_q.defined()) {  // ids: contiguous on the host, then uploaded
+      sv.seg_q = o.seg_q.cpu().contiguous().to(dev);
+      sv.seg_k = o.seg_k.cpu().contiguous().to(dev);
+      ra.seg_q = sv.seg_q.data();
+      ra.seg_k = sv.seg_k.data();
+    } else {  // read as weights, whatever their form (the CPU's one-hot detection gives the same scores)
+      sv.seg_mat = o.seg_mat.detach();
+      ra.seg_mat = {sv.seg_mat.data(), sv.seg_mat.stride(0), 0, sv.seg_mat.stride(1), sv.seg_mat.stride(2)};
+      ra.seg_mat_s = sv.seg_mat.stride(3);
+    }
+  }
+  if (o.mask.defined()) {
+    sv.mask = o.mask.to(dev);
+    const Shape s = broadcast_strides(sv.mask.shape(), sv.mask.strides(), d.scores());
+    ra.mask = {sv.mask.data(), s[0], s[1], s[2], s[3]};
+  }
+  const RelAttnDraw draw = reserve_dropout(o, d);  // the CPU op's counters: the same mask
+  a.dropout_p = draw.p, a.seed = draw.seed, a.base = draw.base, a.drop_scale = dropout_scale<T>(draw.p);
+  sv.empty = Tensor<uint8_t>({d.B, d.H, d.Lq}, dev);
+  ra.empty = sv.empty.data();
+  Tensor<T> out({d.B, d.H, d.Lq, d.Dv}, dev), probs;
+  sv.lse = Tensor<T>({d.B, d.H, d.Lq}, dev);
+  if (o.probs) probs = Tensor<T>(d.scores(), dev);
+  cuda::relative_attention_forward<T>(ra, out.data(), sv.lse.data(), probs.defined() ? probs.data() : nullptr);
+  if (o.probs) *o.probs = probs;
+  sv.out = out.detach();
+  autograd::record<T>(
+      out, op, {q, k, v, k_r, r_w_bias, r_r_bias, o.r_s_bias, o.seg_embed},
+      [saved](const Tensor<T>& grad, const std::vector<bool>& needs) {
+        const Saved& s = *saved;
+        const RelAttnDims& d = s.d;
+        const Device dev = s.out.device();
+        Tensor<T> g = unit_rows(grad);
+        // Written whole by the kernels.
+        Tensor<T> dqw({d.B, d.H, d.Lq, d.D}, dev), dqr({d.B, d.H, d.Lq, d.D}, dev), es({d.B, d.H, d.Lq, 2}, dev),
+            dk({d.B, d.H, d.Lk, d.D}, dev), dv({d.B, d.H, d.Lk, d.Dv}, dev), dkr({d.B, d.H, d.P, d.D}, dev);
+        const Tensor<T> delta = sum(mul(g, s.out), {3}).contiguous();
+        cuda::RelativeAttentionGrads<T> gr{dqw.data(), dqr.data(), es.data(), dk.data(), dv.data(), dkr.data(),
+                                           delta.data()};
+        cuda::relative_attention_backward<T>(s.ra, cuda_rows(g), s.lse.data(), gr);
+        const bool seg = s.se.defined();
+        Tensor<T> dqs;  // the segment part of dq: es_0 seg_embed[0] + es_1 seg_embed[1]
+        if (seg && (needs[0] || needs[6])) {
+          auto part = [&](int64_t sgm) { return mul(es.select(-1, sgm).unsqueeze(-1), s.se.select(0, sgm).unsqueeze(1)); };
+          dqs = add(part(0), part(1));
+        }
+        auto over_rows = [](const Tensor<T>& t) { return sum(t, {0, 2}).contiguous(); };  // [B, H, L, D] -> [H, D]
+        Tensor<T> dq;
+        if (needs[0]) dq = dqs.defined() ? add(add(dqw, dqr), dqs) : add(dqw, dqr);
+        Tensor<T> dkr_out;
+        if (needs[3]) dkr_out = d.Br == 1 ? sum(dkr, {0}, true).contiguous() : dkr;
+        Tensor<T> dse;
+        if (needs[7]) {  // sum over batch and queries of es_s (q + r_s_bias): [B, H, 2, D] -> [2, H, D]
+          const Tensor<T> qs = add(s.q, s.rs.unsqueeze(1));
+          dse = sum(matmul(es.transpose(-1, -2).contiguous(), qs), {0}).permute({1, 0, 2}).contiguous();
+        }
+        return std::vector<Tensor<T>>{needs[0] ? dq : Tensor<T>(),
+                                      needs[1] ? dk : Tensor<T>(),
+                                      needs[2] ? dv : Tensor<T>(),
+                                      dkr_out,
+                                      needs[4] ? over_rows(dqw) : Tensor<T>(),
+                                      needs[5] ? over_rows(dqr) : Tensor<T>(),
+                                      needs[6] ? over_rows(dqs) : Tensor<T>(),
+                                      dse};
+      });
+  return out;
+}
+#endif
 
 }  // namespace detail
 
@@ -320,6 +457,12 @@ Tensor<T> relative_attention(const Tensor<T>& q, const Tensor<T>& k, const Tenso
                              const Tensor<T>& r_w_bias, const Tensor<T>& r_r_bias,
                              const RelativeAttentionOptions<T>& o = {}) {
   constexpr const char* op = "relative_attention";
+#ifdef TXTCLS_WITH_CUDA
+  if (q.device().is_cuda())
+    return detail::relative_attention_cuda(
+        q, k, v, k_r, r_w_bias, r_r_bias, o,
+        detail::check_relative_attention(q, k, v, k_r, r_w_bias, r_r_bias, o, op, /*cuda=*/true), op);
+#endif
   auto saved = std::make_shared<detail::RelAttnSaved<T>>();
   detail::RelAttnSaved<T>& sv = *saved;
   sv.d = detail::check_relative_attention(q, k, v, k_r, r_w_bias, r_r_bias, o, op);
@@ -345,12 +488,8 @@ Tensor<T> relative_attention(const Tensor<T>& q, const Tensor<T>& k, const Tenso
   sv.scale = detail::relative_attention_scale(o, d.D);
   sv.bq = o.block_q > 0 ? o.block_q : detail::kRelAttnBlockQ;
   sv.bk = o.block_k > 0 ? o.block_k : detail::kRelAttnBlockK;
-  if (o.dropout_p > 0) {
-    Generator& gen = o.generator ? *o.generator : default_generator();
-    sv.p = o.dropout_p;
-    sv.seed = gen.seed();
-    sv.base = gen.reserve(static_cast<uint64_t>(d.B * d.H * d.Lq * d.Lk));
-  }
+  const detail::RelAttnDraw draw = detail::reserve_dropout(o, d);
+  sv.p = draw.p, sv.seed = draw.seed, sv.base = draw.base;
   Tensor<T> out = zeros<T>({d.B, d.H, d.Lq, d.Dv});
   sv.lse = Tensor<T>({d.B, d.H, d.Lq});
   Tensor<T> probs;
