@@ -106,11 +106,11 @@ export bin out
 # The sanitizers run the kernels 10-100x slower. memcheck takes the whole suite, or in the quick
 # check everything but the long parity sweeps (one small attention case per type stays in);
 # racecheck and synccheck instrument shared memory and barriers: the kernels that use them.
-sync_filter='[reduce],[softmax],[attention_sanitize],[lstm_sanitize],[clip],[graph_attention],[indexing],[optim],[embedding],[pooling],[loss],[norm],[dropout]'
+sync_filter='[reduce],[softmax],[attention_sanitize],[relative_attention_sanitize],[lstm_sanitize],[clip],[graph_attention],[indexing],[optim],[embedding],[pooling],[loss],[norm],[dropout]'
 san=$(command -v compute-sanitizer)
 [[ -z "$san" ]] && { echo "| compute-sanitizer | **not found** | |" >>"$summary"; status=1; }
 mem_filter=''  # the quick check leaves out the long parity sweeps (one small attention case per type stays)
-[[ $quick == 1 ]] && mem_filter='~[train]~[attention]~[lstm],[attention_sanitize]'
+[[ $quick == 1 ]] && mem_filter='~[train]~[attention]~[relative_attention]~[lstm],[attention_sanitize],[relative_attention_sanitize]'
 # NAME|LOG|SECONDS (full check)|SECONDS (quick)|COMMAND for each correctness step.
 steps=("CUDA tests (test_cuda)|tests.log|1200|240|$tests --durations yes"
   "LSTM_reg on data/trec, --device cuda, seeds 3435/1/2|train.log|1200|300|bash -c train_three")
