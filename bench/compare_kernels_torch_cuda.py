@@ -27,6 +27,8 @@ def parse_args():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kernels", default="build/bin/bench_cuda_kernels")
     ap.add_argument("--lstm", default="build/bin/bench_cuda_lstm")
+    ap.add_argument("--kernels-json", help="results bench_cuda_kernels already wrote (--benchmark_out): not rerun")
+    ap.add_argument("--lstm-json", help="results bench_cuda_lstm already wrote (--benchmark_out): not rerun")
     ap.add_argument("--min-time", type=float, default=0.2, help="seconds per measurement")
     ap.add_argument("--rounds", type=int, default=1)
     return ap.parse_args()
@@ -82,9 +84,14 @@ def torch_lstm(T, backward):
     return step
 
 
-def ours(binary, min_time):
-    out = subprocess.run([binary, "--benchmark_format=json", f"--benchmark_min_time={min_time}"], check=True,
-                         capture_output=True, text=True).stdout
+def ours(binary, min_time, saved=None):
+    """Our times by benchmark name: from `saved` (a --benchmark_out JSON file) when given, else a run."""
+    if saved:
+        with open(saved) as f:
+            out = f.read()
+    else:
+        out = subprocess.run([binary, "--benchmark_format=json", f"--benchmark_min_time={min_time}"], check=True,
+                             capture_output=True, text=True).stdout
     res = {}
     for b in json.loads(out[out.index("{"):])["benchmarks"]:
         if b.get("error_occurred"):
@@ -103,9 +110,9 @@ def main():
         best[key] = min(best.get(key, float("inf")), t)
 
     for _ in range(args.rounds):
-        for k, t in ours(args.kernels, args.min_time).items():
+        for k, t in ours(args.kernels, args.min_time, args.kernels_json).items():
             keep(("ours", k), t)
-        for k, t in ours(args.lstm, args.min_time).items():
+        for k, t in ours(args.lstm, args.min_time, args.lstm_json).items():
             keep(("ours", k), t)
         for k, fn in torch_kernels().items():
             if isinstance(fn, tuple):

@@ -185,17 +185,6 @@ __global__ void softmax_columns(const T* __restrict__ x, T* __restrict__ y, int6
   }
 }
 
-template <class T> __device__ T block_sum(T v) {
-  __shared__ T s[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  if (lane == 0) s[warp] = v;
-  __syncthreads();
-  T r = T(0);
-  for (int w = 0; w < warps; ++w) r += s[w];
-  return r;
-}
-
 // softmax: gx = y (g - sum g y); log_softmax: gx = g - exp(y) sum g, 0 on an empty row.
 template <class T>
 __global__ void softmax_backward_rows(const T* __restrict__ g, const T* __restrict__ y, T* __restrict__ gx, int64_t n,
@@ -207,7 +196,8 @@ __global__ void softmax_backward_rows(const T* __restrict__ g, const T* __restri
     acc += log ? g[off + j] : g[off + j] * y[off + j];
     live |= y[off + j] != neg_inf<T>();
   }
-  const T total = block_sum(acc);
+  __shared__ T scratch[32];
+  const T total = group_reduce<false>(acc, SumOp{}, scratch);
   const bool any_live = __syncthreads_or(live);
   for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
     const T yj = y[off + j], gj = g[off + j];

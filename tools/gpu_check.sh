@@ -39,10 +39,11 @@ step() {  # step NAME LOG SECONDS CMD...: runs CMD under a time limit, logs it, 
 }
 
 if [[ -n "${TXTCLS_PREBUILT:-}" ]]; then
-  bin=$(cd "$TXTCLS_PREBUILT" && pwd)/bin
+  staged=$(cd "$TXTCLS_PREBUILT" && pwd)
+  bin=$staged/bin
   # The staged binaries link the CUDA toolkit's shared libraries; take them from the toolkit or,
   # for cuDNN, from the Python wheels that a CUDA build of PyTorch brings.
-  libdirs=$(cd "$TXTCLS_PREBUILT" && pwd)/lib
+  libdirs=$staged/lib
   for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcudnn.so.9; do
     found=$(find /usr/local/cuda/ /usr/local/cuda/lib64/ /usr/lib/x86_64-linux-gnu/ /opt/ /usr/local/lib/ \
       -name "$lib" 2>/dev/null | head -1)
@@ -109,7 +110,7 @@ export bin out
 sync_filter='[reduce],[softmax],[attention_sanitize],[relative_attention_sanitize],[lstm_sanitize],[clip],[graph_attention],[indexing],[optim],[embedding],[pooling],[loss],[norm],[dropout]'
 san=$(command -v compute-sanitizer)
 [[ -z "$san" ]] && { echo "| compute-sanitizer | **not found** | |" >>"$summary"; status=1; }
-mem_filter=''  # the quick check leaves out the long parity sweeps (one small attention case per type stays)
+mem_filter=''
 [[ $quick == 1 ]] && mem_filter='~[train]~[attention]~[relative_attention]~[lstm],[attention_sanitize],[relative_attention_sanitize]'
 # NAME|LOG|SECONDS (full check)|SECONDS (quick)|COMMAND for each correctness step.
 steps=("CUDA tests (test_cuda)|tests.log|1200|240|$tests --durations yes"
@@ -135,8 +136,12 @@ else
 fi
 
 mt=0.2; [[ $quick == 1 ]] && mt=0.05
-step "kernel benchmarks" "$out/bench_kernels.txt" 300 "$bin/bench_cuda_kernels" --benchmark_min_time=$mt || true
-step "LSTM benchmarks (ours vs cuDNN)" "$out/bench_lstm.txt" 300 "$bin/bench_cuda_lstm" --benchmark_min_time=$mt || true
+# Console output for the summary, JSON for the PyTorch comparison below (which then does not
+# run them again).
+step "kernel benchmarks" "$out/bench_kernels.txt" 300 "$bin/bench_cuda_kernels" --benchmark_min_time=$mt \
+  --benchmark_out="$out/bench_kernels.json" --benchmark_out_format=json || true
+step "LSTM benchmarks (ours vs cuDNN)" "$out/bench_lstm.txt" 300 "$bin/bench_cuda_lstm" --benchmark_min_time=$mt \
+  --benchmark_out="$out/bench_lstm.json" --benchmark_out_format=json || true
 # GPU attention against PyTorch's CUDA SDPA on the same shapes (the script runs our benchmark
 # itself: naive and fused), every precision at L = 512 and 2048, and bf16 up to L = 8192.
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
@@ -144,8 +149,8 @@ if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
     python3 bench/compare_attention_torch_cuda.py --bench "$bin/bench_cuda_attention" --seqs 512,2048 \
     --dims 64,128 --modes fp32,tf32,bf16,fp16 --min-time $mt || true
   step "GPU kernels and LSTM vs PyTorch" "$out/compare_kernels_torch_cuda.txt" 200 \
-    python3 bench/compare_kernels_torch_cuda.py --kernels "$bin/bench_cuda_kernels" --lstm "$bin/bench_cuda_lstm" \
-    --min-time $mt || true
+    python3 bench/compare_kernels_torch_cuda.py --kernels-json "$out/bench_kernels.json" \
+    --lstm-json "$out/bench_lstm.json" --min-time $mt || true
   step "GPU attention vs PyTorch (bf16, L 8192)" "$out/compare_attention_torch_cuda_8k.txt" 200 \
     python3 bench/compare_attention_torch_cuda.py --bench "$bin/bench_cuda_attention" --seqs 8192 \
     --dims 64,128 --modes bf16 --min-time $mt || true

@@ -51,6 +51,20 @@ struct AttentionDims {
   Shape scores() const { return {B, H, Lq, Lk}; }
 };
 
+// The dropout draw of one attention call (the fused ops, CPU and CUDA, plain and relative):
+// `count` = B*H*Lq*Lk counters reserved from the generator, none when p = 0, so every
+// implementation that reserves through here drops the same elements.
+struct ScoreDropout {
+  double p = 0;
+  uint64_t seed = 0, base = 0;
+};
+
+inline ScoreDropout reserve_score_dropout(double p, Generator* generator, int64_t count) {
+  if (p <= 0) return {};
+  Generator& gen = generator ? *generator : default_generator();
+  return {p, gen.seed(), gen.reserve(static_cast<uint64_t>(count))};
+}
+
 // Whether s broadcasts to `to` without enlarging it.
 inline bool broadcasts_into(const Shape& s, const Shape& to) {
   if (s.size() > to.size()) return false;
@@ -266,10 +280,8 @@ Tensor<T> attention_cuda(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>
     a.allowed = {o.allowed.data(), s[0], s[1], s[2], s[3]};
   }
   if (o.dropout_p > 0) {  // the CPU op's reservation: the same counters, the same mask
-    Generator& gen = o.generator ? *o.generator : default_generator();
-    a.dropout_p = o.dropout_p;
-    a.seed = gen.seed();
-    a.base = gen.reserve(static_cast<uint64_t>(d.B * d.H * d.Lq * d.Lk));
+    const ScoreDropout draw = reserve_score_dropout(o.dropout_p, o.generator, d.B * d.H * d.Lq * d.Lk);
+    a.dropout_p = draw.p, a.seed = draw.seed, a.base = draw.base;
     a.drop_scale = dropout_scale<T>(o.dropout_p);
   }
   Tensor<T> out({d.B, d.H, d.Lq, d.Dv}, dev);
@@ -342,12 +354,8 @@ Tensor<T> scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, c
   sv.scale = detail::attention_scale(o, d.D);
   sv.bq = o.block_q > 0 ? o.block_q : detail::kAttentionBlockQ;
   sv.bk = o.block_k > 0 ? o.block_k : detail::kAttentionBlockK;
-  if (o.dropout_p > 0) {
-    Generator& gen = o.generator ? *o.generator : default_generator();
-    sv.p = o.dropout_p;
-    sv.seed = gen.seed();
-    sv.base = gen.reserve(static_cast<uint64_t>(d.B * d.H * d.Lq * d.Lk));
-  }
+  const detail::ScoreDropout draw = detail::reserve_score_dropout(o.dropout_p, o.generator, d.B * d.H * d.Lq * d.Lk);
+  sv.p = draw.p, sv.seed = draw.seed, sv.base = draw.base;
   Tensor<T> out({d.B, d.H, d.Lq, d.Dv});
   sv.lse = Tensor<T>({d.B, d.H, d.Lq});
   detail::attn::forward(sv.problem(), detail::rows_of(out.data(), out), sv.lse.data());

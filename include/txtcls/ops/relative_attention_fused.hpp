@@ -285,19 +285,6 @@ struct RelAttnSaved {
   }
 };
 
-// The dropout draw of one call: B*H*Lq*Lk counters reserved from the generator (none for p = 0).
-struct RelAttnDraw {
-  double p = 0;
-  uint64_t seed = 0, base = 0;
-};
-
-template <class T>
-RelAttnDraw reserve_dropout(const RelativeAttentionOptions<T>& o, const RelAttnDims& d) {
-  if (o.dropout_p <= 0) return {};
-  Generator& gen = o.generator ? *o.generator : default_generator();
-  return {o.dropout_p, gen.seed(), gen.reserve(static_cast<uint64_t>(d.B * d.H * d.Lq * d.Lk))};
-}
-
 // Sums [B, X] per-head parts over the batch into a [X]-sized tensor of `shape`.
 template <class T>
 Tensor<T> sum_over_batch(const std::vector<T>& parts, int64_t B, const Shape& shape) {
@@ -368,7 +355,8 @@ Tensor<T> relative_attention_cuda(const Tensor<T>& q, const Tensor<T>& k, const 
     const Shape s = broadcast_strides(sv.mask.shape(), sv.mask.strides(), d.scores());
     ra.mask = {sv.mask.data(), s[0], s[1], s[2], s[3]};
   }
-  const RelAttnDraw draw = reserve_dropout(o, d);  // the CPU op's counters: the same mask
+  // The CPU op's counters: the same mask.
+  const ScoreDropout draw = reserve_score_dropout(o.dropout_p, o.generator, d.B * d.H * d.Lq * d.Lk);
   a.dropout_p = draw.p, a.seed = draw.seed, a.base = draw.base, a.drop_scale = dropout_scale<T>(draw.p);
   sv.empty = Tensor<uint8_t>({d.B, d.H, d.Lq}, dev);
   ra.empty = sv.empty.data();
@@ -488,7 +476,8 @@ Tensor<T> relative_attention(const Tensor<T>& q, const Tensor<T>& k, const Tenso
   sv.scale = detail::relative_attention_scale(o, d.D);
   sv.bq = o.block_q > 0 ? o.block_q : detail::kRelAttnBlockQ;
   sv.bk = o.block_k > 0 ? o.block_k : detail::kRelAttnBlockK;
-  const detail::RelAttnDraw draw = detail::reserve_dropout(o, d);
+  const detail::ScoreDropout draw =
+      detail::reserve_score_dropout(o.dropout_p, o.generator, d.B * d.H * d.Lq * d.Lk);
   sv.p = draw.p, sv.seed = draw.seed, sv.base = draw.base;
   Tensor<T> out = zeros<T>({d.B, d.H, d.Lq, d.Dv});
   sv.lse = Tensor<T>({d.B, d.H, d.Lq});
