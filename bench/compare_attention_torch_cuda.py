@@ -2,7 +2,8 @@
 """Times txtcls's GPU attention (bench_cuda_attention: the naive composition and the fused op)
 and PyTorch's CUDA torch.nn.functional.scaled_dot_product_attention on the same shapes, in
 float32, TF32, bfloat16 and float16 (ours through the raw 16-bit API; torch on tensors of that
-dtype), in one run, and prints the ratio torch time / fused time (> 1: txtcls faster).
+dtype), in one run, and prints the ratio torch time / fused time (> 1: txtcls faster). For 16-bit
+modes "fused" is the register-resident kernel and "tiles" the first, shared-tile design.
 
     python3 bench/compare_attention_torch_cuda.py --bench build/bin/bench_cuda_attention \\
         --seqs 512,2048 --dims 64,128 --modes fp32,bf16 --rounds 1
@@ -48,7 +49,7 @@ def torch_case(L, D, causal, backward, mode, min_time):
 
 def ours(args, seqs, dims, modes):
     alt = lambda xs: "(" + "|".join(str(x) for x in xs) + ")"  # noqa: E731
-    filt = f"^attention/(naive|fused)/[^/]+/{alt(modes)}/D:{alt(dims)}/L:{alt(seqs)}/"
+    filt = f"^attention/(naive|fused|tiles)/[^/]+/{alt(modes)}/D:{alt(dims)}/L:{alt(seqs)}/"
     cmd = [args.bench, "--benchmark_format=json", f"--benchmark_filter={filt}",
            f"--benchmark_min_time={args.min_time}"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -94,7 +95,7 @@ def main():
 
     print(f"batch={BATCH} heads={HEADS} torch={torch.__version__} {torch.cuda.get_device_name()} "
           f"rounds={args.rounds} (best of rounds)")
-    print(f"{'mode':>4} {'L':>5} {'D':>4} {'causal':>6} {'pass':>8} {'naive ms':>10} {'fused ms':>10} "
+    print(f"{'mode':>4} {'L':>5} {'D':>4} {'causal':>6} {'pass':>8} {'naive ms':>10} {'fused ms':>10} {'tiles ms':>10} "
           f"{'torch ms':>10} {'torch/fused':>11} {'fused TFLOP/s':>13} {'torch TFLOP/s':>13}")
     for mode in modes:
         for D in dims:
@@ -102,13 +103,13 @@ def main():
                 for causal in (False, True):
                     for backward in (False, True):
                         key = (mode, L, D, causal, backward)
-                        naive, fused, tt = (best.get((impl,) + key) for impl in ("naive", "fused", "torch"))
+                        naive, fused, tiles, tt = (best.get((impl,) + key) for impl in ("naive", "fused", "tiles", "torch"))
                         fl = flops(L, D, causal, backward)
                         fmt = lambda t: f"{t * 1e3:10.2f}" if t else f"{'-':>10}"  # noqa: E731
                         tf = lambda t: f"{fl / t / 1e12:13.2f}" if t else f"{'-':>13}"  # noqa: E731
                         ratio = f"{tt / fused:11.2f}" if fused and tt else f"{'-':>11}"
                         print(f"{mode:>4} {L:5d} {D:4d} {str(causal):>6} {'fwd+bwd' if backward else 'fwd':>8} "
-                              f"{fmt(naive)} {fmt(fused)} {fmt(tt)} {ratio} {tf(fused)} {tf(tt)}")
+                              f"{fmt(naive)} {fmt(fused)} {fmt(tiles)} {fmt(tt)} {ratio} {tf(fused)} {tf(tt)}")
 
 
 if __name__ == "__main__":

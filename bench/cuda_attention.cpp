@@ -5,7 +5,9 @@
 // TFLOP/s as FlashAttention counts them: 4*B*H*L*L*D forward, 2.5x for the backward alone, 3.5x
 // for forward + backward, halved when causal. Without a GPU it says so and exits 0.
 //   build/bin/bench_cuda_attention [--benchmark_filter=fused/fwd/fp32/D:64] [--benchmark_format=json]
-// Names: attention/<naive|fused>/<fwd|fwd+bwd>/<fp32|tf32|bf16|fp16>/D:<d>/L:<l>/causal:<0|1>.
+// Names: attention/<naive|fused|tiles>/<fwd|fwd+bwd>/<fp32|tf32|bf16|fp16>/D:<d>/L:<l>/causal:<0|1>.
+// For bf16 and fp16, "fused" is the default register-resident kernel (attention_fa2.cu) and
+// "tiles" the first, shared-tile design (attention_mma.cu; cuda::set_attention_half_kernel).
 // tf32 turns on cuda::set_allow_tf32: the naive path's cuBLAS GEMMs and the fused kernels run on
 // tensor cores. bf16 and fp16 run the raw 16-bit API (cuda::attention_forward_half; fused only:
 // there are no 16-bit tensor ops for a naive path).
@@ -40,6 +42,7 @@ const char* mode_name(Mode m) {
 
 struct Case {
   bool fused, backward;
+  bool tiles;  // 16-bit only: the shared-tile kernel instead of the register-resident one
   Mode mode;
   bool causal;
   int64_t D, L;
@@ -91,10 +94,13 @@ void run_half(benchmark::State& state, const Case& c) {
   a.q = a.k = a.v = rows;
   cuda::AttentionHalfGrads gr;
   gr.dq = dq.p, gr.dk = dk.p, gr.dv = dv.p, gr.delta = static_cast<float*>(delta.p);
+  const cuda::AttnHalfKernel prev = cuda::attention_half_kernel();
+  cuda::set_attention_half_kernel(c.tiles ? cuda::AttnHalfKernel::SharedTiles : cuda::AttnHalfKernel::Registers);
   txtcls::bench::time_gpu_events(state, [&] {
     cuda::attention_forward_half(a, out.p, static_cast<float*>(lse.p));
     if (c.backward) cuda::attention_backward_half(a, out.p, rows, static_cast<const float*>(lse.p), gr);
   });
+  cuda::set_attention_half_kernel(prev);
   state.counters["TFLOP/s"] = benchmark::Counter(flops(c) / 1e12, benchmark::Counter::kIsIterationInvariantRate);
 }
 
@@ -143,10 +149,11 @@ void register_all() {
       for (int64_t D : {64, 128})
         for (int64_t L : {128, 256, 512, 1024, 2048, 4096, 8192})
           for (bool causal : {false, true})
-            for (bool fused : {false, true}) {
-              if (!fused && (mode == Mode::Bf16 || mode == Mode::Fp16)) continue;  // no naive 16-bit path
-              const Case c{fused, backward, mode, causal, D, L};
-              const std::string name = std::string("attention/") + (fused ? "fused" : "naive") + "/" +
+            for (const char* impl : {"naive", "fused", "tiles"}) {
+              const bool fused = impl[0] != 'n', tiles = impl[0] == 't', half = mode == Mode::Bf16 || mode == Mode::Fp16;
+              if (half ? !fused : tiles) continue;  // no naive 16-bit path; two tensor-core designs for 16 bits only
+              const Case c{fused, backward, tiles, mode, causal, D, L};
+              const std::string name = std::string("attention/") + impl + "/" +
                                        (backward ? "fwd+bwd" : "fwd") + "/" + mode_name(mode) +
                                        "/D:" + std::to_string(D) + "/L:" + std::to_string(L) +
                                        "/causal:" + (causal ? "1" : "0");

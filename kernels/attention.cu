@@ -335,16 +335,11 @@ dim3 grid_of(int64_t heads, int64_t len, int block, const char* what) {
   return dim3(static_cast<unsigned>(heads), static_cast<unsigned>(blocks));
 }
 
-template <class K>
-void allow_smem(K kernel, int bytes) {
-  TXTCLS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-}
-
 template <class T, int DMAX>
 void forward_dmax(const AttentionArgs<T>& a, T* out, T* lse) {
   using Tl = FwdTile<T, DMAX>;
   auto kernel = attention_forward_kernel<T, DMAX>;
-  allow_smem(kernel, Tl::kSmem);
+  allow_dynamic_smem(kernel, Tl::kSmem);
   kernel<<<grid_of(a.B * a.H, a.Lq, Tl::BQ, "query"), kThreads, Tl::kSmem, active_stream()>>>(a, out, lse);
   TXTCLS_KERNEL_CHECK("attention_forward");
 }
@@ -355,14 +350,14 @@ void backward_dmax(const AttentionArgs<T>& a, AttnRows<const T> go, const T* lse
   if (a.Lk > 0) {
     using Tl = KvTile<T, DMAX>;
     auto kernel = attention_dkdv_kernel<T, DMAX>;
-    allow_smem(kernel, Tl::kSmem);
+    allow_dynamic_smem(kernel, Tl::kSmem);
     kernel<<<grid_of(a.B * a.H, a.Lk, Tl::BK, "key"), kThreads, Tl::kSmem, stream>>>(a, go, lse, g.delta, g);
     TXTCLS_KERNEL_CHECK("attention_dkdv");
   }
   if (a.Lq > 0) {
     using Tl = DqTile<T, DMAX>;
     auto kernel = attention_dq_kernel<T, DMAX>;
-    allow_smem(kernel, Tl::kSmem);
+    allow_dynamic_smem(kernel, Tl::kSmem);
     kernel<<<grid_of(a.B * a.H, a.Lq, Tl::BQ, "query"), kThreads, Tl::kSmem, stream>>>(a, go, lse, g.delta, g.dq);
     TXTCLS_KERNEL_CHECK("attention_dq");
   }

@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 #include <mma.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 
@@ -408,18 +409,13 @@ dim3 grid_of(int64_t heads, int64_t len, int block, const char* what) {
   return dim3(static_cast<unsigned>(heads), static_cast<unsigned>(blocks));
 }
 
-template <class K>
-void allow_smem(K kernel, int bytes) {
-  TXTCLS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-}
-
 template <class E, int DMAX>
 void forward_dmax(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<const E> k, AttnRows<const E> v, E* out,
                   float* lse) {
   using Tl = MmaTile<E, DMAX>;
   constexpr int bytes = Tl::Fwd::kBytes;
   auto kernel = mma_forward_kernel<E, DMAX>;
-  allow_smem(kernel, bytes);
+  allow_dynamic_smem(kernel, bytes);
   kernel<<<grid_of(a.B * a.H, a.Lq, Tl::kWarpRows, "query"), kMmaThreads, bytes, active_stream()>>>(a, q, k, v, out,
                                                                                                       lse);
   TXTCLS_KERNEL_CHECK("attention_mma_forward");
@@ -434,7 +430,7 @@ void backward_dmax(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<
   if (a.Lk > 0) {
     constexpr int bytes = Tl::Kv::kBytes;
     auto kernel = mma_dkdv_kernel<E, DMAX>;
-    allow_smem(kernel, bytes);
+    allow_dynamic_smem(kernel, bytes);
     kernel<<<grid_of(a.B * a.H, a.Lk, Tl::kWarpRows, "key"), kMmaThreads, bytes, stream>>>(a, q, k, v, go, lse, delta,
                                                                                            dk, dv, dbias, per_query);
     TXTCLS_KERNEL_CHECK("attention_mma_dkdv");
@@ -442,7 +438,7 @@ void backward_dmax(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<
   if (a.Lq > 0) {
     constexpr int bytes = Tl::Dq::kBytes;
     auto kernel = mma_dq_kernel<E, DMAX>;
-    allow_smem(kernel, bytes);
+    allow_dynamic_smem(kernel, bytes);
     kernel<<<grid_of(a.B * a.H, a.Lq, Tl::kWarpRows, "query"), kMmaThreads, bytes, stream>>>(a, q, k, v, go, lse,
                                                                                              delta, dq);
     TXTCLS_KERNEL_CHECK("attention_mma_dq");
@@ -481,20 +477,24 @@ void mma_forward(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<co
 }
 
 template <class E>
+void mma_delta(const AttentionArgs<float>& a, const E* out, AttnRows<const E> dout, float* delta) {
+  const int64_t rows = a.B * a.H * a.Lq;
+  if (rows == 0) return;
+  const int64_t blocks = (rows * 32 + kBlock - 1) / kBlock;  // a warp per row
+  TXTCLS_CHECK(blocks < (int64_t(1) << 31), "scaled_dot_product_attention: ", rows,
+               " query rows are more than one launch takes");
+  mma_delta_kernel<E><<<static_cast<unsigned>(blocks), kBlock, 0, active_stream()>>>(out, dout, delta, a.H, a.Lq, a.Dv,
+                                                                                     rows);
+  TXTCLS_KERNEL_CHECK("attention_mma_delta");
+}
+
+template <class E>
 void mma_backward(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<const E> k, AttnRows<const E> v,
                   const E* out, AttnRows<const E> dout, const float* lse, E* dq, E* dk, E* dv, float* dbias,
                   bool dbias_per_query, float* delta) {
   check_attention_head_dims(a.D, a.Dv, "scaled_dot_product_attention");
-  const int64_t rows = a.B * a.H * a.Lq;
   if (a.B * a.H == 0) return;
-  if (rows > 0) {
-    const int64_t blocks = (rows * 32 + kBlock - 1) / kBlock;  // a warp per row
-    TXTCLS_CHECK(blocks < (int64_t(1) << 31), "scaled_dot_product_attention: ", rows,
-                 " query rows are more than one launch takes");
-    mma_delta_kernel<E><<<static_cast<unsigned>(blocks), kBlock, 0, active_stream()>>>(out, dout, delta, a.H, a.Lq,
-                                                                                       a.Dv, rows);
-    TXTCLS_KERNEL_CHECK("attention_mma_delta");
-  }
+  mma_delta<E>(a, out, dout, delta);
   if (a.D <= 64 && a.Dv <= 64)
     backward_dmax<E, 64>(a, q, k, v, dout, lse, delta, dq, dk, dv, dbias, dbias_per_query);
   else
@@ -503,6 +503,9 @@ void mma_backward(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<c
 
 template void mma_forward<float>(const AttentionArgs<float>&, AttnRows<const float>, AttnRows<const float>,
                                  AttnRows<const float>, float*, float*);
+template void mma_delta<__half>(const AttentionArgs<float>&, const __half*, AttnRows<const __half>, float*);
+template void mma_delta<__nv_bfloat16>(const AttentionArgs<float>&, const __nv_bfloat16*,
+                                       AttnRows<const __nv_bfloat16>, float*);
 template void mma_backward<float>(const AttentionArgs<float>&, AttnRows<const float>, AttnRows<const float>,
                                   AttnRows<const float>, const float*, AttnRows<const float>, const float*, float*,
                                   float*, float*, float*, bool, float*);
@@ -511,13 +514,21 @@ template void mma_backward<float>(const AttentionArgs<float>&, AttnRows<const fl
 
 namespace txtcls::cuda {
 
+namespace {
+std::atomic<AttnHalfKernel> g_half_kernel{AttnHalfKernel::Registers};
+}
+
+void set_attention_half_kernel(AttnHalfKernel k) { g_half_kernel.store(k); }
+AttnHalfKernel attention_half_kernel() { return g_half_kernel.load(); }
+
 void attention_forward_half(const AttentionHalfArgs& h, void* out, float* lse) {
   TXTCLS_CHECK(attention_has_tensor_cores(), "attention_forward_half: 16-bit attention needs a GPU of compute "
                "capability 8.0 or later and a build for it (TXTCLS_CUDA_ARCHITECTURES 80 or more)");
   attn::with_half_type(h.dtype, [&](auto e) {
     using E = decltype(e);
-    attn::mma_forward<E>(h.opts, attn::rows_as<E>(h.q), attn::rows_as<E>(h.k), attn::rows_as<E>(h.v),
-                         static_cast<E*>(out), lse);
+    const auto forward = attention_half_kernel() == AttnHalfKernel::Registers ? attn::fa2_forward<E>
+                                                                              : attn::mma_forward<E>;
+    forward(h.opts, attn::rows_as<E>(h.q), attn::rows_as<E>(h.k), attn::rows_as<E>(h.v), static_cast<E*>(out), lse);
   });
 }
 
@@ -527,9 +538,11 @@ void attention_backward_half(const AttentionHalfArgs& h, const void* out, AttnRo
                "capability 8.0 or later and a build for it (TXTCLS_CUDA_ARCHITECTURES 80 or more)");
   attn::with_half_type(h.dtype, [&](auto e) {
     using E = decltype(e);
-    attn::mma_backward<E>(h.opts, attn::rows_as<E>(h.q), attn::rows_as<E>(h.k), attn::rows_as<E>(h.v),
-                          static_cast<const E*>(out), attn::rows_as<E>(dout), lse, static_cast<E*>(g.dq),
-                          static_cast<E*>(g.dk), static_cast<E*>(g.dv), g.dbias, g.dbias_per_query, g.delta);
+    const auto backward = attention_half_kernel() == AttnHalfKernel::Registers ? attn::fa2_backward<E>
+                                                                               : attn::mma_backward<E>;
+    backward(h.opts, attn::rows_as<E>(h.q), attn::rows_as<E>(h.k), attn::rows_as<E>(h.v), static_cast<const E*>(out),
+             attn::rows_as<E>(dout), lse, static_cast<E*>(g.dq), static_cast<E*>(g.dk), static_cast<E*>(g.dv), g.dbias,
+             g.dbias_per_query, g.delta);
   });
 }
 

@@ -1,7 +1,8 @@
 #pragma once
-// The tensor-core attention kernels (attention_mma.cu) as attention.cu calls them for float under
-// TF32: operands of element type E (float here), fp32 score terms, fp32 lse, delta and bias
-// gradient. The 16-bit entry points are declared in txtcls/cuda/attention.hpp.
+// The tensor-core attention kernels between their files: attention_mma.cu (wmma tiles staged
+// through shared memory; float under TF32, and the 16-bit types) and attention_fa2.cu (mma.sync
+// with register-resident accumulators; the 16-bit types). Operands of element type E, fp32 score
+// terms, fp32 lse, delta and bias gradient. The public entry points are in txtcls/cuda/attention.hpp.
 #include <cstdint>
 
 #include "txtcls/cuda/attention.hpp"
@@ -17,6 +18,21 @@ void mma_forward(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<co
 
 template <class E>
 void mma_backward(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<const E> k, AttnRows<const E> v,
+                  const E* out, AttnRows<const E> dout, const float* lse, E* dq, E* dk, E* dv, float* dbias,
+                  bool dbias_per_query, float* delta);
+
+// delta[row] = dot(dout[row], out[row]) over the Dv columns of every query row (the backward's
+// first step in both designs).
+template <class E>
+void mma_delta(const AttentionArgs<float>& a, const E* out, AttnRows<const E> dout, float* delta);
+
+// attention_fa2.cu, E = __half or __nv_bfloat16; same arguments as mma_forward / mma_backward.
+template <class E>
+void fa2_forward(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<const E> k, AttnRows<const E> v, E* out,
+                 float* lse);
+
+template <class E>
+void fa2_backward(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<const E> k, AttnRows<const E> v,
                   const E* out, AttnRows<const E> dout, const float* lse, E* dq, E* dk, E* dv, float* dbias,
                   bool dbias_per_query, float* delta);
 

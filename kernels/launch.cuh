@@ -34,6 +34,12 @@ void on_release_resources(void (*release_calling_threads_handles)());
 
 inline constexpr int kBlock = 256;
 
+// Lets `kernel` launch with `bytes` of dynamic shared memory (an opt-in above 48 KB).
+template <class K>
+void allow_dynamic_smem(K kernel, int bytes) {
+  TXTCLS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+}
+
 // Blocks for a grid-stride loop over n items: enough to fill the device several times over,
 // never more than needed.
 inline unsigned grid_for(int64_t n, int block = kBlock) {

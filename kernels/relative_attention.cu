@@ -563,7 +563,7 @@ dim3 rel_grid(int64_t heads, int64_t len, int block) {
 
 template <class K>
 void launch_tiles(K kernel, dim3 grid, int smem, const char* name, auto... args) {
-  TXTCLS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  allow_dynamic_smem(kernel, smem);
   kernel<<<grid, kThreads, smem, active_stream()>>>(args...);
   TXTCLS_KERNEL_CHECK(name);
 }

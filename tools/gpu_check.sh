@@ -107,11 +107,11 @@ export bin out
 # The sanitizers run the kernels 10-100x slower. memcheck takes the whole suite, or in the quick
 # check everything but the long parity sweeps (one small attention case per type stays in);
 # racecheck and synccheck instrument shared memory and barriers: the kernels that use them.
-sync_filter='[reduce],[softmax],[attention_sanitize],[relative_attention_sanitize],[lstm_sanitize],[clip],[graph_attention],[indexing],[optim],[embedding],[pooling],[loss],[norm],[dropout]'
+sync_filter='[reduce],[softmax],[attention_sanitize],[attention_half_sanitize],[relative_attention_sanitize],[lstm_sanitize],[clip],[graph_attention],[indexing],[optim],[embedding],[pooling],[loss],[norm],[dropout]'
 san=$(command -v compute-sanitizer)
 [[ -z "$san" ]] && { echo "| compute-sanitizer | **not found** | |" >>"$summary"; status=1; }
 mem_filter=''
-[[ $quick == 1 ]] && mem_filter='~[train]~[attention]~[relative_attention]~[lstm],[attention_sanitize],[relative_attention_sanitize]'
+[[ $quick == 1 ]] && mem_filter='~[train]~[attention]~[relative_attention]~[lstm],[attention_sanitize],[attention_half_sanitize],[relative_attention_sanitize]'
 # NAME|LOG|SECONDS (full check)|SECONDS (quick)|COMMAND for each correctness step.
 steps=("CUDA tests (test_cuda)|tests.log|1200|240|$tests --durations yes"
   "LSTM_reg on data/trec, --device cuda, seeds 3435/1/2|train.log|1200|300|bash -c train_three")
@@ -156,7 +156,7 @@ if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
     --dims 64,128 --modes bf16 --min-time $mt || true
 else
   step "GPU attention benchmarks (fused vs naive)" "$out/bench_cuda_attention.txt" 300 "$bin/bench_cuda_attention" \
-    --benchmark_filter='^attention/(naive|fused)/[^/]+/(fp32|bf16)/D:64/L:(1024|4096)/' --benchmark_min_time=$mt || true
+    --benchmark_filter='^attention/(naive|fused|tiles)/[^/]+/(fp32|bf16)/D:64/L:(1024|4096)/' --benchmark_min_time=$mt || true
 fi
 # BPT graph attention against dense attention on the GPU, two lengths (the scaling at a glance).
 step "GPU BPT graph attention benchmarks" "$out/bench_cuda_graph_attention.txt" 200 "$bin/bench_cuda_graph_attention" \

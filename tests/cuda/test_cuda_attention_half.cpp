@@ -172,8 +172,27 @@ std::vector<Config> half_configs() {
   c.p = 0.3;
   c.permuted = true;
   cs.push_back(c);
+  // Several streamed blocks each way (the register kernel double-buffers them), 16-byte aligned
+  // rows (its cp.async path), causal with Lq != Lk, padding inside and across blocks.
+  c = dims(1, 2, 300, 300, 64, 64);
+  c.causal = true;
+  cs.push_back(c);
+  c = dims(2, 2, 257, 520, 128, 128);
+  c.lengths = true;
+  cs.push_back(c);
+  c = dims(1, 3, 520, 200, 128, 64);
+  c.causal = true;
+  c.bias = {1, 3, 520, 200};
+  cs.push_back(c);
   return cs;
 }
+
+// Selects the 16-bit kernel design for a scope and restores the default afterwards.
+struct HalfKernelScope {
+  cuda::AttnHalfKernel prev = cuda::attention_half_kernel();
+  explicit HalfKernelScope(cuda::AttnHalfKernel k) { cuda::set_attention_half_kernel(k); }
+  ~HalfKernelScope() { cuda::set_attention_half_kernel(prev); }
+};
 
 }  // namespace
 
@@ -183,9 +202,31 @@ TEST_CASE("cuda bfloat16 / float16 attention matches the CPU op on rounded input
     REQUIRE_THROWS_WITH(cuda::attention_forward_half({}, nullptr, nullptr), Catch::Contains("compute capability"));
     return;
   }
-  uint64_t seed = 1300;
-  for (const Config& c : half_configs()) {
-    check_half(c, seed += 10, cuda::AttnHalf::F16, 1e-2);
-    check_half(c, seed, cuda::AttnHalf::BF16, 2e-2);
+  for (const auto kernel : {cuda::AttnHalfKernel::Registers, cuda::AttnHalfKernel::SharedTiles}) {
+    HalfKernelScope scope(kernel);
+    INFO((kernel == cuda::AttnHalfKernel::Registers ? "register-resident kernel" : "shared-tile kernel"));
+    uint64_t seed = 1300;
+    for (const Config& c : half_configs()) {
+      check_half(c, seed += 10, cuda::AttnHalf::F16, 1e-2);
+      check_half(c, seed, cuda::AttnHalf::BF16, 2e-2);
+    }
+  }
+}
+
+// Small enough for compute-sanitizer's racecheck and synccheck (tools/gpu_check.sh): both designs,
+// several streamed blocks each way (the register kernel's double buffering), padding and causal.
+TEST_CASE("cuda 16-bit attention, a small case for the sanitizers", "[cuda][attention_half_sanitize]") {
+  if (!cuda::attention_has_tensor_cores()) {
+    WARN("no tensor cores here: nothing to sanitize");
+    return;
+  }
+  Config causal = dims(1, 2, 70, 150, 64, 64);
+  causal.causal = true;
+  Config padded = dims(2, 1, 40, 72, 128, 128);
+  padded.lengths = true;
+  for (const auto kernel : {cuda::AttnHalfKernel::Registers, cuda::AttnHalfKernel::SharedTiles}) {
+    HalfKernelScope scope(kernel);
+    check_half(causal, 1700, cuda::AttnHalf::BF16, 2e-2);
+    check_half(padded, 1710, cuda::AttnHalf::F16, 1e-2);
   }
 }

@@ -1,0 +1,233 @@
+// The 16-bit attention kernels (kernels/attention_fa2.cu and attention_mma.cu), emulated on the
+// host (cuda_shim.hpp), against the CPU fused op in float on the same inputs rounded to 16 bits:
+// the checks of tests/cuda/test_cuda_attention_half.cpp, for a machine without a GPU.
+//   attention_half [f16|bf16|all] [regs|tiles|all] [case index]
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "txtcls/cuda/attention.hpp"
+#include "txtcls/io/half.hpp"
+#include "txtcls/ops/attention.hpp"
+#include "txtcls/ops/reduce.hpp"
+
+// Normally in kernels/attention.cu, which asks the device.
+namespace txtcls::cuda {
+bool attention_has_tensor_cores() { return true; }
+}  // namespace txtcls::cuda
+
+using namespace txtcls;
+
+namespace {
+
+cuda::AttnHalf g_type = cuda::AttnHalf::F16;
+
+uint16_t narrow(float x) { return g_type == cuda::AttnHalf::F16 ? half::float_to_f16(x) : half::float_to_bf16(x); }
+float widen(uint16_t x) { return g_type == cuda::AttnHalf::F16 ? half::f16_to_float(x) : half::bf16_to_float(x); }
+
+Tensor<float> rounded(const Tensor<float>& t) {
+  auto v = t.contiguous().to_vector();
+  for (auto& x : v) x = widen(narrow(x));
+  return from_vector<float>(v, t.shape());
+}
+
+// The 16-bit image of a (possibly strided) view: same strides, NaN where the view has no element.
+std::vector<uint16_t> image16(const Tensor<float>& t) {
+  int64_t extent = 1;
+  for (int d = 0; d < t.dim(); ++d) extent += (t.size(d) - 1) * t.stride(d);
+  std::vector<uint16_t> out(static_cast<size_t>(extent), narrow(NAN));
+  const auto values = t.contiguous().to_vector();
+  for (size_t n = 0; n < values.size(); ++n) {
+    int64_t off = 0, rest = static_cast<int64_t>(n);
+    for (int d = t.dim() - 1; d >= 0; --d) off += (rest % t.size(d)) * t.stride(d), rest /= t.size(d);
+    out[static_cast<size_t>(off)] = narrow(values[n]);
+  }
+  return out;
+}
+
+Tensor<float> widened(const std::vector<uint16_t>& v, const Shape& s) {
+  std::vector<float> f(v.size());
+  for (size_t i = 0; i < v.size(); ++i) f[i] = widen(v[i]);
+  return from_vector<float>(f, s);
+}
+
+double max_abs(const Tensor<float>& t) {
+  double m = 0;
+  for (float x : t.to_vector()) m = std::max(m, std::abs(double(x)));
+  return m;
+}
+
+// Largest difference relative to `scale` (at least 1e-3); infinite where got is not finite but want is.
+double rel_err(const Tensor<float>& got, const Tensor<float>& want, double scale) {
+  const auto a = got.to_vector(), b = want.to_vector();
+  double e = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    if (!std::isfinite(double(a[i])) && std::isfinite(double(b[i]))) return INFINITY;
+    e = std::max(e, std::abs(double(a[i]) - double(b[i])));
+  }
+  return e / std::max(scale, 1e-3);
+}
+
+Tensor<float> random(const Shape& s, uint64_t seed) {
+  Generator g(seed);
+  return rand_uniform<float>(s, g, -2, 2);
+}
+
+// bias: 0 none, 1 [H, Lq, Lk], 2 [1, H, Lq, Lk], 3 [B, 1, 1, Lk], 4 [B, H, Lq, Lk], 5 [Lq, 1].
+struct Case {
+  int64_t B, H, Lq, Lk, D, Dv;
+  bool causal;
+  int bias;
+  bool lengths, mask, allowed;
+  double p;
+  bool permuted;
+};
+
+cuda::AttnTerm<float> term_of(const Tensor<float>& t, const Shape& scores) {
+  if (!t.defined()) return {};
+  const Shape s = detail::broadcast_strides(t.shape(), t.strides(), scores);
+  return {t.data(), s[0], s[1], s[2], s[3]};
+}
+
+bool run(const Case& c, uint64_t seed) {
+  const int64_t B = c.B, H = c.H, Lq = c.Lq, Lk = c.Lk, D = c.D, Dv = c.Dv;
+  Tensor<float> q = rounded(random({B, H, Lq, D}, seed)), k = rounded(random({B, H, Lk, D}, seed + 1)),
+                v = rounded(random({B, H, Lk, Dv}, seed + 2));
+  if (c.permuted) q = rounded(random({B, Lq, H, D}, seed)).permute({0, 2, 1, 3});
+  AttentionOptions<float> o;
+  Shape bs;
+  if (c.bias == 1) bs = {H, Lq, Lk};
+  if (c.bias == 2) bs = {1, H, Lq, Lk};
+  if (c.bias == 3) bs = {B, 1, 1, Lk};
+  if (c.bias == 4) bs = {B, H, Lq, Lk};
+  if (c.bias == 5) bs = {Lq, 1};
+  if (c.bias) o.bias = random(bs, seed + 3);
+  if (c.lengths) {
+    std::vector<int64_t> l(B);
+    for (int64_t b = 0; b < B; ++b) l[b] = (b * 7 + Lk / 2) % (Lk + 1);
+    l[0] = 0;
+    if (B > 1) l[B - 1] = Lk;
+    o.key_lengths = from_vector<int64_t>(l, {B});
+  }
+  o.causal = c.causal;
+  if (c.mask) {
+    auto m = random({B, 1, Lq, Lk}, seed + 4).to_vector();
+    for (size_t i = 0; i < m.size(); i += 5) m[i] = -INFINITY;
+    o.mask = from_vector<float>(m, {B, 1, Lq, Lk});
+  }
+  if (c.allowed) {
+    std::vector<uint8_t> a(H * Lq * Lk);
+    for (size_t i = 0; i < a.size(); ++i) a[i] = (i * 2654435761u >> 7) % 3 != 0;
+    o.allowed = from_vector<uint8_t>(a, {H, Lq, Lk});
+  }
+  Generator gen(99);
+  o.dropout_p = c.p;
+  o.generator = &gen;
+  const Tensor<float> go = rounded(random({B, H, Lq, Dv}, seed + 5));
+
+  Tensor<float> qc = q.detach().set_requires_grad(), kc = k.detach().set_requires_grad(),
+                vc = v.detach().set_requires_grad();
+  AttentionOptions<float> oc = o;
+  if (c.bias) oc.bias = o.bias.detach().set_requires_grad();
+  const Tensor<float> y = scaled_dot_product_attention(qc, kc, vc, oc);
+  y.backward(go);
+
+  Generator gen2(99);  // the same dropout counters
+  cuda::AttentionHalfArgs ha;
+  cuda::AttentionArgs<float>& a = ha.opts;
+  a.B = B, a.H = H, a.Lq = Lq, a.Lk = Lk, a.D = D, a.Dv = Dv;
+  a.scale = detail::attention_scale(o, D);
+  std::vector<int64_t> lengths;
+  if (c.lengths) lengths = o.key_lengths.to_vector(), a.key_lengths = lengths.data();
+  a.causal = c.causal;
+  a.bias = term_of(o.bias, {B, H, Lq, Lk});
+  a.mask = term_of(o.mask, {B, H, Lq, Lk});
+  if (c.allowed) {
+    const Shape s = detail::broadcast_strides(o.allowed.shape(), o.allowed.strides(), {B, H, Lq, Lk});
+    a.allowed = {o.allowed.data(), s[0], s[1], s[2], s[3]};
+  }
+  if (c.p > 0) {
+    a.dropout_p = c.p, a.seed = gen2.seed(), a.base = gen2.reserve(B * H * Lq * Lk);
+    a.drop_scale = detail::dropout_scale<float>(c.p);
+  }
+  ha.dtype = g_type;
+  const std::vector<uint16_t> hq = image16(q), hk = image16(k), hv = image16(v), hgo = image16(go);
+  ha.q = {hq.data(), q.stride(0), q.stride(1), q.stride(2)};
+  ha.k = {hk.data(), k.stride(0), k.stride(1), k.stride(2)};
+  ha.v = {hv.data(), v.stride(0), v.stride(1), v.stride(2)};
+  const uint16_t poison = narrow(NAN);
+  std::vector<uint16_t> out(B * H * Lq * Dv, poison), dq(B * H * Lq * D, poison), dk(B * H * Lk * D, poison),
+      dv(B * H * Lk * Dv, poison);
+  std::vector<float> lse(B * H * Lq, NAN), delta(B * H * Lq, NAN);
+  cuda::AttentionHalfGrads hg{dq.data(), dk.data(), dv.data(), nullptr, true, delta.data()};
+  Tensor<float> part;
+  if (c.bias) {
+    hg.dbias_per_query = a.bias.si != 0;
+    part = zeros<float>({B, H, hg.dbias_per_query ? Lq : 1, Lk});
+    hg.dbias = part.data();
+  }
+  cuda::attention_forward_half(ha, out.data(), lse.data());
+  cuda::attention_backward_half(ha, out.data(), {hgo.data(), go.stride(0), go.stride(1), go.stride(2)}, lse.data(),
+                                hg);
+
+  const double tol = g_type == cuda::AttnHalf::F16 ? 1e-2 : 2e-2;
+  double e[5] = {rel_err(widened(out, {B, H, Lq, Dv}), y, max_abs(y)),
+                 rel_err(widened(dv, {B, H, Lk, Dv}), vc.grad(), max_abs(vc.grad())), 0, 0, 0};
+  if (Lk > 1) {  // with one key, dq and dk are rounding noise around 0
+    e[2] = rel_err(widened(dq, {B, H, Lq, D}), qc.grad(), max_abs(qc.grad()));
+    e[3] = rel_err(widened(dk, {B, H, Lk, D}), kc.grad(), max_abs(kc.grad()));
+  }
+  if (c.bias && Lk > 1)  // a bias constant along the keys has a zero gradient: the summed terms set the scale
+    e[4] = rel_err(sum_to(part, bs), oc.bias.grad(), std::max(max_abs(oc.bias.grad()), max_abs(part)));
+  bool ok = true;
+  for (double x : e) ok = ok && x <= tol;
+  std::printf("%s %-5s %-4s B%ld H%ld Lq%ld Lk%ld D%ld Dv%ld causal%d bias%d lengths%d mask%d allowed%d p%.1f "
+              "permuted%d: out %.1e dv %.1e dq %.1e dk %.1e dbias %.1e\n",
+              ok ? "ok  " : "FAIL", cuda::attention_half_kernel() == cuda::AttnHalfKernel::Registers ? "regs" : "tiles",
+              g_type == cuda::AttnHalf::F16 ? "f16" : "bf16", long(B), long(H), long(Lq), long(Lk), long(D), long(Dv),
+              c.causal, c.bias, c.lengths, c.mask, c.allowed, c.p, c.permuted, e[0], e[1], e[2], e[3], e[4]);
+  std::fflush(stdout);
+  return ok;
+}
+
+const std::vector<Case> kCases = {
+    {1, 1, 1, 1, 16, 16, false, 0, false, false, false, 0, false},
+    {2, 2, 31, 31, 16, 16, false, 0, false, false, false, 0, false},
+    {2, 2, 65, 31, 64, 16, true, 0, false, false, false, 0, false},
+    {2, 2, 31, 65, 80, 24, true, 1, true, false, false, 0, true},
+    {2, 3, 65, 65, 16, 80, false, 2, true, true, false, 0, false},
+    {3, 2, 65, 130, 64, 64, true, 3, true, false, true, 0, false},
+    {2, 2, 130, 65, 128, 128, true, 3, false, true, true, 0.3, false},
+    {2, 2, 33, 47, 5, 7, false, 4, true, true, true, 0.2, true},
+    {2, 1, 3, 0, 16, 16, false, 0, false, false, false, 0, false},
+    {2, 2, 70, 40, 128, 16, true, 1, true, false, false, 0.5, false},
+    {2, 2, 1, 130, 64, 64, true, 5, true, true, false, 0.1, false},
+    {2, 2, 31, 1, 64, 64, false, 5, false, false, false, 0, false},
+    {2, 2, 100, 100, 96, 100, true, 3, true, false, false, 0, true},
+    {1, 2, 200, 200, 64, 64, false, 0, false, false, false, 0, false},
+    {1, 2, 200, 136, 128, 128, true, 0, false, false, false, 0, false},
+    {1, 1, 192, 192, 128, 128, false, 0, false, false, false, 0, true},
+    {2, 2, 129, 257, 64, 64, false, 0, true, false, false, 0, false},
+    {1, 2, 257, 129, 128, 128, true, 4, false, false, false, 0.2, false},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string types = argc > 1 ? argv[1] : "all", kernels = argc > 2 ? argv[2] : "all";
+  const int which = argc > 3 ? std::atoi(argv[3]) : -1;
+  int failed = 0, run_count = 0;
+  for (const cuda::AttnHalf t : {cuda::AttnHalf::F16, cuda::AttnHalf::BF16}) {
+    if (types != "all" && (types == "f16") != (t == cuda::AttnHalf::F16)) continue;
+    g_type = t;
+    for (const cuda::AttnHalfKernel kern : {cuda::AttnHalfKernel::Registers, cuda::AttnHalfKernel::SharedTiles}) {
+      if (kernels != "all" && (kernels == "regs") != (kern == cuda::AttnHalfKernel::Registers)) continue;
+      cuda::set_attention_half_kernel(kern);
+      for (size_t i = 0; i < kCases.size(); ++i)
+        if (which < 0 || static_cast<size_t>(which) == i) failed += !run(kCases[i], 10 + i), ++run_count;
+    }
+  }
+  std::printf("%d of %d configurations %s\n", run_count - failed, run_count, failed ? "passed: FAILURES" : "passed");
+  return failed ? 1 : 0;
+}

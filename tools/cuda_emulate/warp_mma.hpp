@@ -1,0 +1,90 @@
+// kernels/warp_mma.cuh on the host (see cuda_shim.hpp): mma.sync and ldmatrix as warp-collective
+// exchanges through per-lane slots, following the fragment layouts that warp_mma.cuh documents;
+// cp.async copies are held back until the wait and their destinations read as NaN until then, so
+// a read before the wait (or before the barrier after it) shows.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <vector>
+#include "cuda_shim.hpp"
+namespace txtcls::cuda::warp {
+struct Slot { uint32_t a[4]; uint32_t b[2]; const void* p; };
+inline Slot g_slot[1024];
+template <class E> inline float dec(uint16_t u) {
+  if constexpr (std::is_same_v<E, __half>) return txtcls::half::f16_to_float(u);
+  else return txtcls::half::bf16_to_float(u);
+}
+template <class E> inline uint16_t enc(float x) {
+  if constexpr (std::is_same_v<E, __half>) return txtcls::half::float_to_f16(x);
+  else return txtcls::half::float_to_bf16(x);
+}
+template <class E>
+inline void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  const int lane = threadIdx.x % 32, base = threadIdx.x - lane;
+  Slot& me = g_slot[threadIdx.x];
+  std::memcpy(me.a, a, sizeof me.a); me.b[0] = b0; me.b[1] = b1;
+  __syncwarp();
+  float A[16][16], B[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const Slot& s = g_slot[base + l];
+    const int g = l / 4, t = l % 4;
+    auto lo = [](uint32_t w) { return uint16_t(w & 0xFFFF); };
+    auto hi = [](uint32_t w) { return uint16_t(w >> 16); };
+    A[g][2 * t] = dec<E>(lo(s.a[0])); A[g][2 * t + 1] = dec<E>(hi(s.a[0]));
+    A[g + 8][2 * t] = dec<E>(lo(s.a[1])); A[g + 8][2 * t + 1] = dec<E>(hi(s.a[1]));
+    A[g][2 * t + 8] = dec<E>(lo(s.a[2])); A[g][2 * t + 9] = dec<E>(hi(s.a[2]));
+    A[g + 8][2 * t + 8] = dec<E>(lo(s.a[3])); A[g + 8][2 * t + 9] = dec<E>(hi(s.a[3]));
+    B[2 * t][g] = dec<E>(lo(s.b[0])); B[2 * t + 1][g] = dec<E>(hi(s.b[0]));
+    B[2 * t + 8][g] = dec<E>(lo(s.b[1])); B[2 * t + 9][g] = dec<E>(hi(s.b[1]));
+  }
+  __syncwarp();
+  const int g = lane / 4, t = lane % 4;
+  for (int e = 0; e < 4; ++e) {
+    const int r = g + 8 * (e / 2), c = 2 * t + e % 2;
+    float acc = d[e];
+    for (int k = 0; k < 16; ++k) acc += A[r][k] * B[k][c];
+    d[e] = acc;
+  }
+}
+inline void ldsm_impl(uint32_t (&r)[4], const void* row, bool trans) {
+  const int lane = threadIdx.x % 32, base = threadIdx.x - lane, g = lane / 4, t = lane % 4;
+  g_slot[threadIdx.x].p = row;
+  if (reinterpret_cast<uintptr_t>(row) % 16 != 0) { std::fprintf(stderr, "ldmatrix: unaligned row\n"); std::abort(); }
+  __syncwarp();
+  for (int m = 0; m < 4; ++m) {
+    uint16_t lo, hi;
+    if (!trans) {
+      const uint16_t* p = static_cast<const uint16_t*>(g_slot[base + 8 * m + g].p);
+      lo = p[2 * t]; hi = p[2 * t + 1];
+    } else {
+      lo = static_cast<const uint16_t*>(g_slot[base + 8 * m + 2 * t].p)[g];
+      hi = static_cast<const uint16_t*>(g_slot[base + 8 * m + 2 * t + 1].p)[g];
+    }
+    r[m] = uint32_t(lo) | (uint32_t(hi) << 16);
+  }
+  __syncwarp();
+}
+inline void ldsm_x4(uint32_t (&r)[4], const void* row) { ldsm_impl(r, row, false); }
+inline void ldsm_x4_trans(uint32_t (&r)[4], const void* row) { ldsm_impl(r, row, true); }
+struct Pending { void* dst; unsigned char data[16]; };
+inline thread_local std::vector<Pending> g_pending;
+inline long g_cp_count = 0;
+inline void cp_async_16(void* dst, const void* src, bool valid) {
+  if (reinterpret_cast<uintptr_t>(dst) % 16 || (valid && reinterpret_cast<uintptr_t>(src) % 16)) {
+    std::fprintf(stderr, "cp.async: unaligned\n"); std::abort();
+  }
+  Pending p; p.dst = dst;
+  if (valid) std::memcpy(p.data, src, 16); else std::memset(p.data, 0, 16);
+  std::memset(dst, 0xFF, 16);  // NaN until the wait
+  g_pending.push_back(p);
+}
+inline void cp_async_commit() {}
+inline void cp_async_wait_all() {
+  for (auto& p : g_pending) std::memcpy(p.dst, p.data, 16);
+  g_pending.clear();
+}
+inline float ex2_approx(float x) { return std::exp2(x); }
+template <class E> inline uint32_t pack2(float lo, float hi) {
+  return uint32_t(enc<E>(lo)) | (uint32_t(enc<E>(hi)) << 16);
+}
+}  // namespace txtcls::cuda::warp
