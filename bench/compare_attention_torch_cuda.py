@@ -2,8 +2,9 @@
 """Times txtcls's GPU attention (bench_cuda_attention: the naive composition and the fused op)
 and PyTorch's CUDA torch.nn.functional.scaled_dot_product_attention on the same shapes, in
 float32, TF32, bfloat16 and float16 (ours through the raw 16-bit API; torch on tensors of that
-dtype), in one run, and prints the ratio torch time / fused time (> 1: txtcls faster). For 16-bit
-modes "fused" is the register-resident kernel and "tiles" the first, shared-tile design.
+dtype), in one run, and prints the ratio torch time / fused time (> 1: txtcls faster). On tensor
+cores (tf32, bf16, fp16) "fused" is the register-resident kernel and "tiles" the first,
+shared-tile design.
 
     python3 bench/compare_attention_torch_cuda.py --bench build/bin/bench_cuda_attention \\
         --seqs 512,2048 --dims 64,128 --modes fp32,bf16 --rounds 1

@@ -6,8 +6,9 @@
 // for forward + backward, halved when causal. Without a GPU it says so and exits 0.
 //   build/bin/bench_cuda_attention [--benchmark_filter=fused/fwd/fp32/D:64] [--benchmark_format=json]
 // Names: attention/<naive|fused|tiles>/<fwd|fwd+bwd>/<fp32|tf32|bf16|fp16>/D:<d>/L:<l>/causal:<0|1>.
-// For bf16 and fp16, "fused" is the default register-resident kernel (attention_fa2.cu) and
-// "tiles" the first, shared-tile design (attention_mma.cu; cuda::set_attention_half_kernel).
+// On tensor cores (tf32, bf16, fp16) "fused" is the default register-resident kernel
+// (attention_fa2.cu) and "tiles" the first, shared-tile design (attention_mma.cu;
+// cuda::set_attention_mma_kernel).
 // tf32 turns on cuda::set_allow_tf32: the naive path's cuBLAS GEMMs and the fused kernels run on
 // tensor cores. bf16 and fp16 run the raw 16-bit API (cuda::attention_forward_half; fused only:
 // there are no 16-bit tensor ops for a naive path).
@@ -94,13 +95,13 @@ void run_half(benchmark::State& state, const Case& c) {
   a.q = a.k = a.v = rows;
   cuda::AttentionHalfGrads gr;
   gr.dq = dq.p, gr.dk = dk.p, gr.dv = dv.p, gr.delta = static_cast<float*>(delta.p);
-  const cuda::AttnHalfKernel prev = cuda::attention_half_kernel();
-  cuda::set_attention_half_kernel(c.tiles ? cuda::AttnHalfKernel::SharedTiles : cuda::AttnHalfKernel::Registers);
+  const cuda::AttnMmaKernel prev = cuda::attention_mma_kernel();
+  cuda::set_attention_mma_kernel(c.tiles ? cuda::AttnMmaKernel::SharedTiles : cuda::AttnMmaKernel::Registers);
   txtcls::bench::time_gpu_events(state, [&] {
     cuda::attention_forward_half(a, out.p, static_cast<float*>(lse.p));
     if (c.backward) cuda::attention_backward_half(a, out.p, rows, static_cast<const float*>(lse.p), gr);
   });
-  cuda::set_attention_half_kernel(prev);
+  cuda::set_attention_mma_kernel(prev);
   state.counters["TFLOP/s"] = benchmark::Counter(flops(c) / 1e12, benchmark::Counter::kIsIterationInvariantRate);
 }
 
@@ -113,6 +114,8 @@ void run(benchmark::State& state, Case c) {
     return;
   }
   cuda::set_allow_tf32(c.mode == Mode::Tf32);
+  const cuda::AttnMmaKernel prev = cuda::attention_mma_kernel();
+  cuda::set_attention_mma_kernel(c.tiles ? cuda::AttnMmaKernel::SharedTiles : cuda::AttnMmaKernel::Registers);
   Generator g(3);
   auto input = [&] { return rand_uniform<float>({B, H, L, D}, g, -1, 1, dev); };
   Tensor<float> q = input(), k = input(), v = input(), go = input();
@@ -140,6 +143,7 @@ void run(benchmark::State& state, Case c) {
     benchmark::DoNotOptimize(y);
   });
   cuda::set_allow_tf32(false);
+  cuda::set_attention_mma_kernel(prev);
   state.counters["TFLOP/s"] = benchmark::Counter(flops(c) / 1e12, benchmark::Counter::kIsIterationInvariantRate);
 }
 
@@ -151,7 +155,8 @@ void register_all() {
           for (bool causal : {false, true})
             for (const char* impl : {"naive", "fused", "tiles"}) {
               const bool fused = impl[0] != 'n', tiles = impl[0] == 't', half = mode == Mode::Bf16 || mode == Mode::Fp16;
-              if (half ? !fused : tiles) continue;  // no naive 16-bit path; two tensor-core designs for 16 bits only
+              if (half && !fused) continue;                    // no naive 16-bit path
+              if (tiles && !half && mode != Mode::Tf32) continue;  // two designs on tensor cores only
               const Case c{fused, backward, tiles, mode, causal, D, L};
               const std::string name = std::string("attention/") + impl + "/" +
                                        (backward ? "fwd+bwd" : "fwd") + "/" + mode_name(mode) +

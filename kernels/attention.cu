@@ -363,8 +363,9 @@ void backward_dmax(const AttentionArgs<T>& a, AttnRows<const T> go, const T* lse
   }
 }
 
-// float under set_allow_tf32(true) runs on tensor cores (attention_mma.cu) where the device has
-// them; otherwise, and for double, on FMA units.
+// float under set_allow_tf32(true) runs on tensor cores (attention_fa2.cu, or attention_mma.cu
+// when set_attention_mma_kernel chose it) where the device has them; otherwise, and for double, on
+// FMA units.
 template <class T>
 bool use_tf32() {
   if constexpr (std::is_same_v<T, float>) return allow_tf32() && attention_has_tensor_cores();
@@ -385,7 +386,11 @@ void attention_forward(const AttentionArgs<T>& a, T* out, T* lse) {
   check_attention_head_dims(a.D, a.Dv, "scaled_dot_product_attention");
   if (a.B * a.H * a.Lq == 0) return;
   if constexpr (std::is_same_v<T, float>) {
-    if (use_tf32<T>()) return attn::mma_forward<float>(a, a.q, a.k, a.v, out, lse);
+    if (use_tf32<T>()) {
+      const auto forward =
+          attention_mma_kernel() == AttnMmaKernel::Registers ? attn::fa2_forward<float> : attn::mma_forward<float>;
+      return forward(a, a.q, a.k, a.v, out, lse);
+    }
   }
   if (a.D <= 64 && a.Dv <= 64) forward_dmax<T, 64>(a, out, lse);
   else forward_dmax<T, 128>(a, out, lse);
@@ -396,9 +401,11 @@ void attention_backward(const AttentionArgs<T>& a, const T* out, AttnRows<const 
                         const AttentionGrads<T>& g) {
   check_attention_head_dims(a.D, a.Dv, "scaled_dot_product_attention");
   if constexpr (std::is_same_v<T, float>) {
-    if (use_tf32<T>())
-      return attn::mma_backward<float>(a, a.q, a.k, a.v, out, dout, lse, g.dq, g.dk, g.dv, g.dbias,
-                                       g.dbias_per_query, g.delta);
+    if (use_tf32<T>()) {
+      const auto backward =
+          attention_mma_kernel() == AttnMmaKernel::Registers ? attn::fa2_backward<float> : attn::mma_backward<float>;
+      return backward(a, a.q, a.k, a.v, out, dout, lse, g.dq, g.dk, g.dv, g.dbias, g.dbias_per_query, g.delta);
+    }
   }
   const int64_t rows = a.B * a.H * a.Lq;
   if (a.B * a.H == 0) return;

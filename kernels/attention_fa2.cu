@@ -1,5 +1,6 @@
-// Fused attention for bfloat16 and float16 operands organised as FlashAttention-2: mma.sync
-// m16n8k16 products whose fp32 accumulators stay in registers, the online softmax applied to
+// Fused attention on tensor cores organised as FlashAttention-2, for bfloat16 and float16 operands
+// (mma.sync m16n8k16) and for float ones rounded to TF32 (m16n8k8, under cuda::set_allow_tf32):
+// products whose fp32 accumulators stay in registers, the online softmax applied to
 // them in place (each row is spread over the four lanes of a quad), the probabilities rounded
 // into the A fragments of P V without a trip through shared memory, and K/V (or Q/dO) blocks
 // streamed through double-buffered shared tiles by cp.async. Tile traits: Fa2Tile
@@ -21,7 +22,7 @@
 #include "launch.cuh"
 #include "warp_mma.cuh"
 
-// mma.sync on 16-bit operands and cp.async need compute capability 8.0: other targets keep the
+// mma.sync on 16-bit and TF32 operands and cp.async need compute capability 8.0: other targets keep the
 // kernels' names with a trap for a body (attention_has_tensor_cores() keeps the host from
 // launching them there).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -37,30 +38,35 @@ using warp::cp_async_16;
 using warp::ldsm_x4;
 using warp::ldsm_x4_trans;
 using warp::mma_16816;
+using warp::mma_1688_tf32;
 using warp::pack2;
+using warp::to_tf32;
 
 #if TXTCLS_ATTENTION_FA2
 
 template <class E> __device__ __forceinline__ E zero_of();
 template <> __device__ __forceinline__ __half zero_of() { return __float2half_rn(0.0f); }
 template <> __device__ __forceinline__ __nv_bfloat16 zero_of() { return __float2bfloat16_rn(0.0f); }
+template <> __device__ __forceinline__ float zero_of() { return 0.0f; }
 
 template <class E> __device__ __forceinline__ E round_to(float x);
 template <> __device__ __forceinline__ __half round_to(float x) { return __float2half_rn(x); }
 template <> __device__ __forceinline__ __nv_bfloat16 round_to(float x) { return __float2bfloat16_rn(x); }
+template <> __device__ __forceinline__ float round_to(float x) { return x; }
 
 // Rows [r0, r0 + valid) of width w of head (b, h) into NR shared rows of stride DP; the rest of
 // the NR x DMAX tile is zero, so padded rows and columns add nothing to a product. `vec`: every
-// row starts 16-byte aligned and w is a multiple of 8, so 16-byte chunks go by cp.async (the
-// caller commits and waits); else element by element.
+// row starts 16-byte aligned and w is a multiple of 16 bytes, so 16-byte chunks go by cp.async
+// (the caller commits and waits); else element by element.
 template <class E, int NR, int DMAX>
 __device__ __forceinline__ void load_tile(E* dst, AttnRows<const E> src, int64_t b, int64_t h, int64_t r0,
                                           int64_t valid, int64_t w, bool vec) {
-  constexpr int DP = Fa2Tile<DMAX>::DP, kThreads = Fa2Tile<DMAX>::kThreads, CH = DMAX / 8;
+  using Tl = Fa2Tile<E, DMAX>;
+  constexpr int DP = Tl::DP, kThreads = Tl::kThreads, W = Tl::kChunk, CH = DMAX / W;
   const E* base = src.p + b * src.sb + h * src.sh;
   if (vec) {
     for (int e = threadIdx.x; e < NR * CH; e += kThreads) {
-      const int r = e / CH, c = (e % CH) * 8;
+      const int r = e / CH, c = (e % CH) * W;
       const bool ok = r < valid && c < w;
       cp_async_16(dst + r * DP + c, ok ? base + (r0 + r) * src.si + c : base, ok);
     }
@@ -109,43 +115,78 @@ __device__ __forceinline__ const E* b_row(const E* tile, int r0, int c0, int lan
   return tile + (r0 + lane % 8 + ((lane / 8) % 2) * 8) * DP + c0 + (lane / 16) * 8;
 }
 
-// acc[NT][4] += A (16 x 16 KD rows of `a_tile` at row ra) times the transpose of NT * 8 rows of
-// `bt_tile`, over the first KD * 16 columns of both: S = Q K^T and its relatives.
-template <class E, int DP, int KD, int NT>
-__device__ __forceinline__ void mma_abt(float (&acc)[NT][4], const E* a_tile, int ra, const E* bt_tile, int kd_used,
+// acc[NT][4] += A B^T: A is 16 rows of `a_tile` from row ra, B^T is NT * 8 rows of `bt_tile`,
+// both over their first `width` columns (zero-padded to DMAX): S = Q K^T and its relatives.
+// 16-bit operands: ldmatrix and m16n8k16; float: scalar loads rounded to TF32 and m16n8k8.
+template <class E, int DMAX, int NT>
+__device__ __forceinline__ void mma_abt(float (&acc)[NT][4], const E* a_tile, int ra, const E* bt_tile, int64_t width,
                                         int lane) {
+  constexpr int DP = Fa2Tile<E, DMAX>::DP;
+  if constexpr (sizeof(E) == 2) {
 #pragma unroll
-  for (int kd = 0; kd < KD; ++kd) {
-    if (kd >= kd_used) break;
-    uint32_t af[4];
-    ldsm_x4(af, a_row<E, DP>(a_tile, ra, kd * 16, lane));
+    for (int kd = 0; kd < DMAX / 16; ++kd) {
+      if (kd * 16 >= width) break;
+      uint32_t af[4];
+      ldsm_x4(af, a_row<E, DP>(a_tile, ra, kd * 16, lane));
 #pragma unroll
-    for (int np = 0; np < NT / 2; ++np) {
-      uint32_t r[4];
-      ldsm_x4(r, bt_row<E, DP>(bt_tile, np * 16, kd * 16, lane));
-      mma_16816<E>(acc[2 * np], af, r[0], r[1]);
-      mma_16816<E>(acc[2 * np + 1], af, r[2], r[3]);
+      for (int np = 0; np < NT / 2; ++np) {
+        uint32_t r[4];
+        ldsm_x4(r, bt_row<E, DP>(bt_tile, np * 16, kd * 16, lane));
+        mma_16816<E>(acc[2 * np], af, r[0], r[1]);
+        mma_16816<E>(acc[2 * np + 1], af, r[2], r[3]);
+      }
+    }
+  } else {
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int k0 = 0; k0 < DMAX; k0 += 8) {
+      if (k0 >= width) break;
+      const float* ar = a_tile + (ra + g) * DP + k0 + t;
+      const uint32_t af[4] = {to_tf32(ar[0]), to_tf32(ar[8 * DP]), to_tf32(ar[4]), to_tf32(ar[8 * DP + 4])};
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const float* br = bt_tile + (nt * 8 + g) * DP + k0 + t;
+        mma_1688_tf32(acc[nt], af, to_tf32(br[0]), to_tf32(br[4]));
+      }
     }
   }
 }
 
-// acc[ND][4] += P B where P (16 x KS * 16) is given as fp32 C tiles p[2 KS][4] (rounded to E here)
-// and B is KS * 16 rows of `b_tile` (columns [0, nd_used * 8)): O += P V and its relatives.
-template <class E, int DP, int KS, int ND>
-__device__ __forceinline__ void mma_pb(float (&acc)[ND][4], const float (&p)[2 * KS][4], const E* b_tile,
-                                       int nd_used, int lane) {
+// acc[ND][4] += P B: P (16 x NP * 8) is given as fp32 C tiles p[NP][4] and becomes A fragments
+// without leaving registers (rounded to E, or to TF32); B is NP * 8 rows of `b_tile`, columns
+// [0, width): O += P V and its relatives. For TF32 the lane's two C columns 2t, 2t+1 of an n8
+// block serve as the k indices t, t+4 of the m16n8k8 A fragment, so B's rows are read in that
+// order (k = t is row 2t, k = t+4 row 2t+1): the sum over k does not care.
+template <class E, int DMAX, int NP, int ND>
+__device__ __forceinline__ void mma_pb(float (&acc)[ND][4], const float (&p)[NP][4], const E* b_tile, int64_t width,
+                                       int lane) {
+  constexpr int DP = Fa2Tile<E, DMAX>::DP;
+  if constexpr (sizeof(E) == 2) {
 #pragma unroll
-  for (int kk = 0; kk < KS; ++kk) {
-    const uint32_t pa[4] = {pack2<E>(p[2 * kk][0], p[2 * kk][1]), pack2<E>(p[2 * kk][2], p[2 * kk][3]),
-                            pack2<E>(p[2 * kk + 1][0], p[2 * kk + 1][1]),
-                            pack2<E>(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+    for (int kk = 0; kk < NP / 2; ++kk) {
+      const uint32_t pa[4] = {pack2<E>(p[2 * kk][0], p[2 * kk][1]), pack2<E>(p[2 * kk][2], p[2 * kk][3]),
+                              pack2<E>(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                              pack2<E>(p[2 * kk + 1][2], p[2 * kk + 1][3])};
 #pragma unroll
-    for (int dp = 0; dp < ND / 2; ++dp) {
-      if (dp * 16 >= nd_used * 8) break;
-      uint32_t r[4];
-      ldsm_x4_trans(r, b_row<E, DP>(b_tile, kk * 16, dp * 16, lane));
-      mma_16816<E>(acc[2 * dp], pa, r[0], r[1]);
-      mma_16816<E>(acc[2 * dp + 1], pa, r[2], r[3]);
+      for (int dp = 0; dp < ND / 2; ++dp) {
+        if (dp * 16 >= width) break;
+        uint32_t r[4];
+        ldsm_x4_trans(r, b_row<E, DP>(b_tile, kk * 16, dp * 16, lane));
+        mma_16816<E>(acc[2 * dp], pa, r[0], r[1]);
+        mma_16816<E>(acc[2 * dp + 1], pa, r[2], r[3]);
+      }
+    }
+  } else {
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int j = 0; j < NP; ++j) {
+      const uint32_t pa[4] = {to_tf32(p[j][0]), to_tf32(p[j][2]), to_tf32(p[j][1]), to_tf32(p[j][3])};
+      const float* br = b_tile + (j * 8 + 2 * t) * DP + g;
+#pragma unroll
+      for (int dn = 0; dn < ND; ++dn) {
+        if (dn * 8 >= width) break;
+        mma_1688_tf32(acc[dn], pa, to_tf32(br[dn * 8]), to_tf32(br[DP + dn * 8]));
+      }
     }
   }
 }
@@ -197,25 +238,32 @@ __device__ __forceinline__ bool interior(const AttentionArgs<float>& a, int64_t 
          (!a.causal || j0 + nk - 1 <= i0 + (a.Lk - a.Lq));
 }
 
+// ... and, in the backward, whether their probabilities need neither dropout nor the empty-row
+// rule: then p = 2^(S log2 e - lse log2 e) directly (every row there sees a key, so lse is finite).
+__device__ __forceinline__ bool plain_backward(const AttentionArgs<float>& a, int64_t i0, int64_t nq, int64_t j0,
+                                               int64_t nk, int64_t klen) {
+  return a.dropout_p == 0 && i0 + nq <= a.Lq && interior(a, i0, j0, nk, klen);
+}
+
 #endif  // TXTCLS_ATTENTION_FA2
 
 // ---------------------------------------------------------------- forward
 template <class E, int DMAX>
-__global__ void __launch_bounds__(Fa2Tile<DMAX>::kThreads)
+__global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
     fa2_forward_kernel(const AttentionArgs<float> a, AttnRows<const E> gq, AttnRows<const E> gk, AttnRows<const E> gv,
                        E* __restrict__ out, float* __restrict__ lse, bool vec) {
 #if TXTCLS_ATTENTION_FA2
-  using Tl = Fa2Tile<DMAX>;
-  constexpr int BQ = Tl::kRows, BK = Tl::kFwdK, DP = Tl::DP, KD = DMAX / 16, ND = DMAX / 8, NK = BK / 8;
+  using Tl = Fa2Tile<E, DMAX>;
+  constexpr int BQ = Tl::kRows, BK = Tl::kFwdK, DP = Tl::DP, ND = DMAX / 8, NK = BK / 8;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   E* qs = reinterpret_cast<E*>(smem_raw);
   E* ks = qs + BQ * DP;      // [2][BK][DP]
   E* vs = ks + 2 * BK * DP;  // [2][BK][DP]
 
-  const int64_t head = blockIdx.y, b = head / a.H, h = head % a.H, i0 = int64_t(blockIdx.x) * BQ;
+  const int64_t nblk = (a.Lq + BQ - 1) / BQ, head = blockIdx.x / nblk, b = head / a.H, h = head % a.H,
+                i0 = (blockIdx.x % nblk) * BQ;
   const int64_t rows = lmin(BQ, a.Lq - i0), klen = key_len(a, b), kend = visible_keys(a, i0, rows, klen);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, w0 = 16 * warp;
-  const int kd_used = static_cast<int>((a.D + 15) / 16), nd_used = static_cast<int>((a.Dv + 7) / 8);
 
   load_tile<E, BQ, DMAX>(qs, gq, b, h, i0, rows, a.D, vec);
   if (kend > 0) load_kv<E, BK, DMAX>(ks, vs, a, gk, gv, b, h, 0, klen, vec);
@@ -239,7 +287,7 @@ __global__ void __launch_bounds__(Fa2Tile<DMAX>::kThreads)
     const E* vt = vs + stage * BK * DP;
     float s[NK][4];
     zero_acc(s);
-    mma_abt<E, DP, KD, NK>(s, qs, w0, kt, kd_used, lane);
+    mma_abt<E, DMAX, NK>(s, qs, w0, kt, a.D, lane);
 
     // Scores in base 2 (times log2 e): one multiply and one exp2 per element in the common case.
     const bool plain = interior(a, i0 + w0, j0, BK, klen);
@@ -277,7 +325,7 @@ __global__ void __launch_bounds__(Fa2Tile<DMAX>::kThreads)
     for (int r = 0; r < 2; ++r) l[r] = l[r] * alpha[r] + sum[r];
 #pragma unroll
     for (int n = 0; n < ND; ++n) o[n][0] *= alpha[0], o[n][1] *= alpha[0], o[n][2] *= alpha[1], o[n][3] *= alpha[1];
-    mma_pb<E, DP, BK / 16, ND>(o, s, vt, nd_used, lane);
+    mma_pb<E, DMAX, NK, ND>(o, s, vt, a.Dv, lane);
 
     if (more) warp::cp_async_wait_all();
     __syncthreads();  // the next block is visible; every warp is done with this one
@@ -310,14 +358,14 @@ __global__ void __launch_bounds__(Fa2Tile<DMAX>::kThreads)
 // ---------------------------------------------------------------- backward
 // dK, dV of 64 keys (16 per warp) over the query blocks that can see them.
 template <class E, int DMAX>
-__global__ void __launch_bounds__(Fa2Tile<DMAX>::kThreads)
+__global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
     fa2_dkdv_kernel(const AttentionArgs<float> a, AttnRows<const E> gq, AttnRows<const E> gk, AttnRows<const E> gv,
                     AttnRows<const E> go, const float* __restrict__ lse, const float* __restrict__ delta,
                     E* __restrict__ dk_out, E* __restrict__ dv_out, float* __restrict__ dbias, bool per_query,
                     bool vec) {
 #if TXTCLS_ATTENTION_FA2
-  using Tl = Fa2Tile<DMAX>;
-  constexpr int BK = Tl::kRows, BQ = Tl::kKvQ, DP = Tl::DP, KD = DMAX / 16, ND = DMAX / 8, NQ = BQ / 8;
+  using Tl = Fa2Tile<E, DMAX>;
+  constexpr int BK = Tl::kRows, BQ = Tl::kKvQ, DP = Tl::DP, ND = DMAX / 8, NQ = BQ / 8;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   E* ks = reinterpret_cast<E*>(smem_raw);
   E* vs = ks + BK * DP;
@@ -326,15 +374,15 @@ __global__ void __launch_bounds__(Fa2Tile<DMAX>::kThreads)
   float* lses = reinterpret_cast<float*>(dos + 2 * BQ * DP);  // [2][BQ]
   float* deltas = lses + 2 * BQ;                              // [2][BQ]
 
-  const int64_t head = blockIdx.y, b = head / a.H, h = head % a.H, j0 = int64_t(blockIdx.x) * BK;
+  const int64_t nblk = (a.Lk + BK - 1) / BK, head = blockIdx.x / nblk, b = head / a.H, h = head % a.H,
+                j0 = (blockIdx.x % nblk) * BK;
   const int64_t cols = lmin(BK, a.Lk - j0), klen = key_len(a, b);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, w0 = 16 * warp;
-  const int kd_used = static_cast<int>((a.D + 15) / 16), vd_used = static_cast<int>((a.Dv + 15) / 16);
-  const int nd_q = static_cast<int>((a.D + 7) / 8), nd_v = static_cast<int>((a.Dv + 7) / 8);
   float dk[ND][4], dv[ND][4];
   zero_acc(dk);
   zero_acc(dv);
   float bsum[2] = {0.0f, 0.0f};  // this lane's part of the dS column sums of keys g, g + 8
+  const float scale2 = a.scale * kLog2e;
 
   // Stats of query rows [i0, i0 + BQ) into a stage; -inf / 0 past Lq (those rows get p = 0).
   auto load_stats = [&](int st, int64_t i0) {
@@ -375,8 +423,9 @@ __global__ void __launch_bounds__(Fa2Tile<DMAX>::kThreads)
       float s[NQ][4], dp[NQ][4];  // S^T and dP^T: this warp's 16 keys x BQ queries
       zero_acc(s);
       zero_acc(dp);
-      mma_abt<E, DP, KD, NQ>(s, ks, w0, qt, kd_used, lane);
-      mma_abt<E, DP, KD, NQ>(dp, vs, w0, dot, vd_used, lane);
+      mma_abt<E, DMAX, NQ>(s, ks, w0, qt, a.D, lane);
+      mma_abt<E, DMAX, NQ>(dp, vs, w0, dot, a.Dv, lane);
+      const bool plain = plain_backward(a, i0, BQ, j0 + w0, 16, klen);
 #pragma unroll
       for (int n = 0; n < NQ; ++n)
 #pragma unroll
@@ -384,8 +433,13 @@ __global__ void __launch_bounds__(Fa2Tile<DMAX>::kThreads)
           const int c = n * 8 + 2 * t + e % 2;
           const int64_t i = i0 + c, j = j0 + w0 + g + 8 * (e / 2);
           float pz, ds;
-          probs_and_grad(a, b, h, i, j, score(a, b, h, i, j, klen, s[n][e] * a.scale), ls[c], dp[n][e], dl[c], pz,
-                         ds);
+          if (plain) {
+            pz = exp2_or_zero(fmaf(s[n][e], scale2, -ls[c] * kLog2e));
+            ds = pz * (dp[n][e] - dl[c]);
+          } else {
+            probs_and_grad(a, b, h, i, j, score(a, b, h, i, j, klen, s[n][e] * a.scale), ls[c], dp[n][e], dl[c], pz,
+                           ds);
+          }
           s[n][e] = pz;
           dp[n][e] = ds;
           if (dbias) {
@@ -393,8 +447,8 @@ __global__ void __launch_bounds__(Fa2Tile<DMAX>::kThreads)
             else if (i < a.Lq && j < a.Lk) dbias[(head * a.Lq + i) * a.Lk + j] = ds;
           }
         }
-      mma_pb<E, DP, BQ / 16, ND>(dv, s, dot, nd_v, lane);   // dV += (P Z)^T dO
-      mma_pb<E, DP, BQ / 16, ND>(dk, dp, qt, nd_q, lane);   // dK += dS^T Q (scaled below)
+      mma_pb<E, DMAX, NQ, ND>(dv, s, dot, a.Dv, lane);  // dV += (P Z)^T dO
+      mma_pb<E, DMAX, NQ, ND>(dk, dp, qt, a.D, lane);   // dK += dS^T Q (scaled below)
 
       if (more) warp::cp_async_wait_all();
       __syncthreads();
@@ -416,24 +470,23 @@ __global__ void __launch_bounds__(Fa2Tile<DMAX>::kThreads)
 
 // dQ of 64 queries (16 per warp) over the key blocks they can see.
 template <class E, int DMAX>
-__global__ void __launch_bounds__(Fa2Tile<DMAX>::kThreads)
+__global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
     fa2_dq_kernel(const AttentionArgs<float> a, AttnRows<const E> gq, AttnRows<const E> gk, AttnRows<const E> gv,
                   AttnRows<const E> go, const float* __restrict__ lse, const float* __restrict__ delta,
                   E* __restrict__ dq_out, bool vec) {
 #if TXTCLS_ATTENTION_FA2
-  using Tl = Fa2Tile<DMAX>;
-  constexpr int BQ = Tl::kRows, BK = Tl::kDqK, DP = Tl::DP, KD = DMAX / 16, ND = DMAX / 8, NK = BK / 8;
+  using Tl = Fa2Tile<E, DMAX>;
+  constexpr int BQ = Tl::kRows, BK = Tl::kDqK, DP = Tl::DP, ND = DMAX / 8, NK = BK / 8;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   E* qs = reinterpret_cast<E*>(smem_raw);
   E* dos = qs + BQ * DP;
   E* ks = dos + BQ * DP;      // [2][BK][DP]
   E* vs = ks + 2 * BK * DP;   // [2][BK][DP]
 
-  const int64_t head = blockIdx.y, b = head / a.H, h = head % a.H, i0 = int64_t(blockIdx.x) * BQ;
+  const int64_t nblk = (a.Lq + BQ - 1) / BQ, head = blockIdx.x / nblk, b = head / a.H, h = head % a.H,
+                i0 = (blockIdx.x % nblk) * BQ;
   const int64_t rows = lmin(BQ, a.Lq - i0), klen = key_len(a, b), kend = visible_keys(a, i0, rows, klen);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, w0 = 16 * warp;
-  const int kd_used = static_cast<int>((a.D + 15) / 16), vd_used = static_cast<int>((a.Dv + 15) / 16);
-  const int nd_k = static_cast<int>((a.D + 7) / 8);
   float lr[2], dr[2];  // lse and delta of rows g, g + 8
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -451,6 +504,7 @@ __global__ void __launch_bounds__(Fa2Tile<DMAX>::kThreads)
 
   float dq[ND][4];
   zero_acc(dq);
+  const float scale2 = a.scale * kLog2e;
   int stage = 0;
   for (int64_t j0 = 0; j0 < kend; j0 += BK, stage ^= 1) {
     const bool more = j0 + BK < kend;
@@ -463,19 +517,25 @@ __global__ void __launch_bounds__(Fa2Tile<DMAX>::kThreads)
     float s[NK][4], dp[NK][4];
     zero_acc(s);
     zero_acc(dp);
-    mma_abt<E, DP, KD, NK>(s, qs, w0, kt, kd_used, lane);
-    mma_abt<E, DP, KD, NK>(dp, dos, w0, vt, vd_used, lane);
+    mma_abt<E, DMAX, NK>(s, qs, w0, kt, a.D, lane);
+    mma_abt<E, DMAX, NK>(dp, dos, w0, vt, a.Dv, lane);
+    const bool plain = plain_backward(a, i0 + w0, 16, j0, BK, klen);
 #pragma unroll
     for (int n = 0; n < NK; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int64_t i = i0 + w0 + g + 8 * (e / 2), j = j0 + n * 8 + 2 * t + e % 2;
         float pz, ds;
-        probs_and_grad(a, b, h, i, j, score(a, b, h, i, j, klen, s[n][e] * a.scale), lr[e / 2], dp[n][e], dr[e / 2],
-                       pz, ds);
+        if (plain) {
+          pz = exp2_or_zero(fmaf(s[n][e], scale2, -lr[e / 2] * kLog2e));
+          ds = pz * (dp[n][e] - dr[e / 2]);
+        } else {
+          probs_and_grad(a, b, h, i, j, score(a, b, h, i, j, klen, s[n][e] * a.scale), lr[e / 2], dp[n][e],
+                         dr[e / 2], pz, ds);
+        }
         dp[n][e] = ds;
       }
-    mma_pb<E, DP, BK / 16, ND>(dq, dp, kt, nd_k, lane);  // dQ += dS K (scaled below)
+    mma_pb<E, DMAX, NK, ND>(dq, dp, kt, a.D, lane);  // dQ += dS K (scaled below)
 
     if (more) warp::cp_async_wait_all();
     __syncthreads();
@@ -488,22 +548,32 @@ __global__ void __launch_bounds__(Fa2Tile<DMAX>::kThreads)
 }
 
 // ---------------------------------------------------------------- launches
+// One dimension: block x is (head, row block) with the row blocks of a head adjacent, so that the
+// blocks of one head run together and share its K/V (or Q/dO) in L2.
 dim3 fa2_grid(int64_t heads, int64_t len, int block, const char* what) {
-  const int64_t blocks = (len + block - 1) / block;
-  TXTCLS_CHECK(blocks < (int64_t(1) << 31) && heads <= 65535, "scaled_dot_product_attention: ", heads,
-               " heads and ", blocks, " ", what, " blocks are more than one launch takes");
-  return dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(heads));
+  const int64_t blocks = heads * ((len + block - 1) / block);
+  TXTCLS_CHECK(blocks < (int64_t(1) << 31), "scaled_dot_product_attention: ", heads, " heads of ", len, " ", what,
+               "s are more blocks than one launch takes");
+  return dim3(static_cast<unsigned>(blocks));
+}
+
+// Rows that start on 16-byte boundaries (cp.async's unit).
+template <class E>
+bool aligned_rows(AttnRows<const E> r) {
+  constexpr int64_t W = 16 / sizeof(E);
+  return reinterpret_cast<uintptr_t>(r.p) % 16 == 0 && r.sb % W == 0 && r.sh % W == 0 && r.si % W == 0;
 }
 
 template <class E>
-bool aligned_rows(AttnRows<const E> r) {
-  return reinterpret_cast<uintptr_t>(r.p) % 16 == 0 && r.sb % 8 == 0 && r.sh % 8 == 0 && r.si % 8 == 0;
+bool whole_chunks(const AttentionArgs<float>& a) {
+  constexpr int64_t W = 16 / sizeof(E);
+  return a.D % W == 0 && a.Dv % W == 0;
 }
 
 template <class E, int DMAX>
 void fa2_forward_dmax(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<const E> k, AttnRows<const E> v,
                       E* out, float* lse, bool vec) {
-  using Tl = Fa2Tile<DMAX>;
+  using Tl = Fa2Tile<E, DMAX>;
   auto kernel = fa2_forward_kernel<E, DMAX>;
   allow_dynamic_smem(kernel, Tl::kFwdBytes);
   kernel<<<fa2_grid(a.B * a.H, a.Lq, Tl::kRows, "query"), Tl::kThreads, Tl::kFwdBytes, active_stream()>>>(
@@ -515,7 +585,7 @@ template <class E, int DMAX>
 void fa2_backward_dmax(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<const E> k, AttnRows<const E> v,
                        AttnRows<const E> go, const float* lse, const float* delta, E* dq, E* dk, E* dv, float* dbias,
                        bool per_query, bool vec) {
-  using Tl = Fa2Tile<DMAX>;
+  using Tl = Fa2Tile<E, DMAX>;
   if (a.Lk > 0) {
     auto kernel = fa2_dkdv_kernel<E, DMAX>;
     allow_dynamic_smem(kernel, Tl::kKvBytes);
@@ -539,7 +609,7 @@ void fa2_forward(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<co
                  float* lse) {
   check_attention_head_dims(a.D, a.Dv, "scaled_dot_product_attention");
   if (a.B * a.H * a.Lq == 0) return;
-  const bool vec = aligned_rows(q) && aligned_rows(k) && aligned_rows(v) && a.D % 8 == 0 && a.Dv % 8 == 0;
+  const bool vec = aligned_rows(q) && aligned_rows(k) && aligned_rows(v) && whole_chunks<E>(a);
   if (a.D <= 64 && a.Dv <= 64) fa2_forward_dmax<E, 64>(a, q, k, v, out, lse, vec);
   else fa2_forward_dmax<E, 128>(a, q, k, v, out, lse, vec);
 }
@@ -551,14 +621,18 @@ void fa2_backward(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<c
   check_attention_head_dims(a.D, a.Dv, "scaled_dot_product_attention");
   if (a.B * a.H == 0) return;
   mma_delta<E>(a, out, dout, delta);
-  const bool vec = aligned_rows(q) && aligned_rows(k) && aligned_rows(v) && aligned_rows(dout) && a.D % 8 == 0 &&
-                   a.Dv % 8 == 0;
+  const bool vec = aligned_rows(q) && aligned_rows(k) && aligned_rows(v) && aligned_rows(dout) && whole_chunks<E>(a);
   if (a.D <= 64 && a.Dv <= 64)
     fa2_backward_dmax<E, 64>(a, q, k, v, dout, lse, delta, dq, dk, dv, dbias, dbias_per_query, vec);
   else
     fa2_backward_dmax<E, 128>(a, q, k, v, dout, lse, delta, dq, dk, dv, dbias, dbias_per_query, vec);
 }
 
+template void fa2_forward<float>(const AttentionArgs<float>&, AttnRows<const float>, AttnRows<const float>,
+                                 AttnRows<const float>, float*, float*);
+template void fa2_backward<float>(const AttentionArgs<float>&, AttnRows<const float>, AttnRows<const float>,
+                                  AttnRows<const float>, const float*, AttnRows<const float>, const float*, float*,
+                                  float*, float*, float*, bool, float*);
 template void fa2_forward<__half>(const AttentionArgs<float>&, AttnRows<const __half>, AttnRows<const __half>,
                                   AttnRows<const __half>, __half*, float*);
 template void fa2_forward<__nv_bfloat16>(const AttentionArgs<float>&, AttnRows<const __nv_bfloat16>,

@@ -503,6 +503,7 @@ void mma_backward(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<c
 
 template void mma_forward<float>(const AttentionArgs<float>&, AttnRows<const float>, AttnRows<const float>,
                                  AttnRows<const float>, float*, float*);
+template void mma_delta<float>(const AttentionArgs<float>&, const float*, AttnRows<const float>, float*);
 template void mma_delta<__half>(const AttentionArgs<float>&, const __half*, AttnRows<const __half>, float*);
 template void mma_delta<__nv_bfloat16>(const AttentionArgs<float>&, const __nv_bfloat16*,
                                        AttnRows<const __nv_bfloat16>, float*);
@@ -515,18 +516,18 @@ template void mma_backward<float>(const AttentionArgs<float>&, AttnRows<const fl
 namespace txtcls::cuda {
 
 namespace {
-std::atomic<AttnHalfKernel> g_half_kernel{AttnHalfKernel::Registers};
+std::atomic<AttnMmaKernel> g_mma_kernel{AttnMmaKernel::Registers};
 }
 
-void set_attention_half_kernel(AttnHalfKernel k) { g_half_kernel.store(k); }
-AttnHalfKernel attention_half_kernel() { return g_half_kernel.load(); }
+void set_attention_mma_kernel(AttnMmaKernel k) { g_mma_kernel.store(k); }
+AttnMmaKernel attention_mma_kernel() { return g_mma_kernel.load(); }
 
 void attention_forward_half(const AttentionHalfArgs& h, void* out, float* lse) {
   TXTCLS_CHECK(attention_has_tensor_cores(), "attention_forward_half: 16-bit attention needs a GPU of compute "
                "capability 8.0 or later and a build for it (TXTCLS_CUDA_ARCHITECTURES 80 or more)");
   attn::with_half_type(h.dtype, [&](auto e) {
     using E = decltype(e);
-    const auto forward = attention_half_kernel() == AttnHalfKernel::Registers ? attn::fa2_forward<E>
+    const auto forward = attention_mma_kernel() == AttnMmaKernel::Registers ? attn::fa2_forward<E>
                                                                               : attn::mma_forward<E>;
     forward(h.opts, attn::rows_as<E>(h.q), attn::rows_as<E>(h.k), attn::rows_as<E>(h.v), static_cast<E*>(out), lse);
   });
@@ -538,7 +539,7 @@ void attention_backward_half(const AttentionHalfArgs& h, const void* out, AttnRo
                "capability 8.0 or later and a build for it (TXTCLS_CUDA_ARCHITECTURES 80 or more)");
   attn::with_half_type(h.dtype, [&](auto e) {
     using E = decltype(e);
-    const auto backward = attention_half_kernel() == AttnHalfKernel::Registers ? attn::fa2_backward<E>
+    const auto backward = attention_mma_kernel() == AttnMmaKernel::Registers ? attn::fa2_backward<E>
                                                                                : attn::mma_backward<E>;
     backward(h.opts, attn::rows_as<E>(h.q), attn::rows_as<E>(h.k), attn::rows_as<E>(h.v), static_cast<const E*>(out),
              attn::rows_as<E>(dout), lse, static_cast<E*>(g.dq), static_cast<E*>(g.dk), static_cast<E*>(g.dv), g.dbias,

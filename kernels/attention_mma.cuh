@@ -26,7 +26,8 @@ void mma_backward(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<c
 template <class E>
 void mma_delta(const AttentionArgs<float>& a, const E* out, AttnRows<const E> dout, float* delta);
 
-// attention_fa2.cu, E = __half or __nv_bfloat16; same arguments as mma_forward / mma_backward.
+// attention_fa2.cu, E = __half, __nv_bfloat16 or float (TF32); same arguments as mma_forward /
+// mma_backward.
 template <class E>
 void fa2_forward(const AttentionArgs<float>& a, AttnRows<const E> q, AttnRows<const E> k, AttnRows<const E> v, E* out,
                  float* lse);

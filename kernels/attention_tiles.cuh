@@ -133,21 +133,27 @@ struct MmaTile {
 }  // namespace txtcls::cuda::attn
 
 // ---------------------------------------------------------------- register-resident (attention_fa2.cu)
-// FlashAttention-2's organisation on mma.sync m16n8k16 (warp_mma.cuh): four warps, each owning 16
-// warp-side rows (queries in the forward and dQ, keys in dK/dV); products, softmax statistics,
-// probabilities and the output/gradient accumulators live in registers, and shared memory holds
-// only the operand tiles, the streamed ones double-buffered (cp.async fills the next block while
-// the warps compute on this one). 16-bit operands only.
-template <int DMAX>
+// FlashAttention-2's organisation on mma.sync (warp_mma.cuh: m16n8k16 for 16-bit operands,
+// m16n8k8 TF32 for float): four warps, each owning 16 warp-side rows (queries in the forward and
+// dQ, keys in dK/dV); products, softmax statistics, probabilities and the output/gradient
+// accumulators live in registers, and shared memory holds only the operand tiles, the streamed
+// ones double-buffered (cp.async fills the next block while the warps compute on this one).
+template <class E, int DMAX>
 struct Fa2Tile {
   static constexpr int kWarps = 4, kThreads = 32 * kWarps, kRows = 16 * kWarps;
-  // Shared row stride in elements: 16 bytes of padding put the 8 rows of an ldmatrix block in
-  // distinct bank groups (stride 144 or 272 bytes, both 16 mod 128).
-  static constexpr int DP = DMAX + 8;
-  // Streamed rows per block: keys in the forward and dQ, queries in dK/dV. Smaller at D = 128,
-  // where the two accumulators of dK/dV (or dQ's and the two score tiles) take 128 registers.
-  static constexpr int kFwdK = 64, kKvQ = DMAX == 128 ? 32 : 64, kDqK = DMAX == 128 ? 32 : 64;
-  static constexpr int kTile = DP * 2;  // bytes of one shared row
+  static constexpr bool kTf32 = sizeof(E) == 4;
+  // Shared row stride in elements: 16 bytes of padding. For 16-bit rows (144 or 272 bytes, 16 mod
+  // 128) the 8 rows of an ldmatrix block fall in distinct bank groups; for float rows (DMAX + 4,
+  // 4 mod 32 words) the scalar fragment loads of a warp hit 32 distinct banks both along rows
+  // (4 g + t) and down pairs of rows (8 t + g).
+  static constexpr int kChunk = 16 / static_cast<int>(sizeof(E));  // elements per 16-byte copy
+  static constexpr int DP = DMAX + kChunk;
+  // Streamed rows per block: keys in the forward and dQ, queries in dK/dV. Smaller where the
+  // accumulators take many registers (D = 128) and where float tiles would not fit.
+  static constexpr int kFwdK = kTf32 && DMAX == 128 ? 32 : 64;
+  static constexpr int kKvQ = kTf32 ? (DMAX == 128 ? 16 : 32) : (DMAX == 128 ? 32 : 64);
+  static constexpr int kDqK = kKvQ;
+  static constexpr int kTile = DP * static_cast<int>(sizeof(E));  // bytes of one shared row
   static constexpr int kFwdBytes = (kRows + 2 * 2 * kFwdK) * kTile;
   static constexpr int kKvBytes = (2 * kRows + 2 * 2 * kKvQ) * kTile + 2 * 2 * kKvQ * 4;
   static constexpr int kDqBytes = (2 * kRows + 2 * 2 * kDqK) * kTile;

@@ -1,10 +1,14 @@
 #pragma once
 // Warp-level tensor-core primitives of compute capability 8.0 (sm_80 and later), as thin wrappers
-// over their PTX: the m16n8k16 product of 16-bit operands with fp32 accumulation, ldmatrix
+// over their PTX: the m16n8k16 product of 16-bit operands and the m16n8k8 product of TF32 ones,
+// both with fp32 accumulation, ldmatrix
 // (8 x 8 blocks of 16-bit elements from shared memory into the fragment layout, plain or
 // transposed), cp.async (16-byte global -> shared copies that bypass registers), and the special
 // function unit's exp2.
 //
+// TF32 (float operands rounded to 10 mantissa bits): m16n8k8, fragments of one element per register:
+//   A (16 x 8)  a[0] = A[g][t]  a[1] = A[g+8][t]  a[2] = A[g][t+4]  a[3] = A[g+8][t+4]
+//   B (8 x 8)   b[0] = B[t][g]  b[1] = B[t+4][g]          C, D as for m16n8k16.
 // Fragment layout of mma.m16n8k16 (PTX ISA, "Matrix fragments for mma.m16n8k16"), lane = 4 g + t:
 //   A (16 x 16, row-major) a[0] = A[g][2t, 2t+1]     a[1] = A[g+8][2t, 2t+1]
 //                          a[2] = A[g][2t+8, 2t+9]   a[3] = A[g+8][2t+8, 2t+9]
@@ -42,6 +46,22 @@ __device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&d)[4], const ui
       "{%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// d += a b for one m16n8k8 tile of TF32 operands (each register from to_tf32).
+__device__ __forceinline__ void mma_1688_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// x rounded to TF32 (to nearest, ties away from zero), as an operand register.
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
 }
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {

@@ -156,7 +156,7 @@ if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
     --dims 64,128 --modes bf16 --min-time $mt || true
 else
   step "GPU attention benchmarks (fused vs naive)" "$out/bench_cuda_attention.txt" 300 "$bin/bench_cuda_attention" \
-    --benchmark_filter='^attention/(naive|fused|tiles)/[^/]+/(fp32|bf16)/D:64/L:(1024|4096)/' --benchmark_min_time=$mt || true
+    --benchmark_filter='^attention/(naive|fused|tiles)/[^/]+/(fp32|tf32|bf16)/D:64/L:(1024|4096)/' --benchmark_min_time=$mt || true
 fi
 # BPT graph attention against dense attention on the GPU, two lengths (the scaling at a glance).
 step "GPU BPT graph attention benchmarks" "$out/bench_cuda_graph_attention.txt" 200 "$bin/bench_cuda_graph_attention" \

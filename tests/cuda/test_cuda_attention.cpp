@@ -173,8 +173,12 @@ TEST_CASE("cuda fused attention in TF32 matches the CPU op and the reference", "
     return;
   }
   const Tf32 on;
-  uint64_t seed = 900;
-  for (const Config& c : configs()) check<float>(c, seed += 10, 1e-2);
+  for (const auto kernel : {cuda::AttnMmaKernel::Registers, cuda::AttnMmaKernel::SharedTiles}) {
+    const MmaKernelScope scope(kernel);
+    INFO((kernel == cuda::AttnMmaKernel::Registers ? "register-resident kernel" : "shared-tile kernel"));
+    uint64_t seed = 900;
+    for (const Config& c : configs()) check<float>(c, seed += 10, 1e-2);
+  }
 }
 
 // Small, every option: what compute-sanitizer's racecheck and synccheck run (tools/gpu_check.sh).
@@ -191,9 +195,11 @@ TEST_CASE("cuda fused attention, one small case per type", "[cuda][attention_san
   c.bias = {2, 40, 70};
   c.D = c.Dv = 32;
   check<float>(c, 79);
-  if (cuda::attention_has_tensor_cores()) {  // the tensor-core kernels too
+  if (cuda::attention_has_tensor_cores()) {  // the tensor-core kernels too, both designs
     const Tf32 on;
     check<float>(c, 80, 1e-2);
+    const MmaKernelScope scope(cuda::AttnMmaKernel::SharedTiles);
+    check<float>(c, 81, 1e-2);
   }
 }
 

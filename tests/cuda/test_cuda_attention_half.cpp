@@ -187,13 +187,6 @@ std::vector<Config> half_configs() {
   return cs;
 }
 
-// Selects the 16-bit kernel design for a scope and restores the default afterwards.
-struct HalfKernelScope {
-  cuda::AttnHalfKernel prev = cuda::attention_half_kernel();
-  explicit HalfKernelScope(cuda::AttnHalfKernel k) { cuda::set_attention_half_kernel(k); }
-  ~HalfKernelScope() { cuda::set_attention_half_kernel(prev); }
-};
-
 }  // namespace
 
 TEST_CASE("cuda bfloat16 / float16 attention matches the CPU op on rounded inputs", "[cuda][attention]") {
@@ -202,9 +195,9 @@ TEST_CASE("cuda bfloat16 / float16 attention matches the CPU op on rounded input
     REQUIRE_THROWS_WITH(cuda::attention_forward_half({}, nullptr, nullptr), Catch::Contains("compute capability"));
     return;
   }
-  for (const auto kernel : {cuda::AttnHalfKernel::Registers, cuda::AttnHalfKernel::SharedTiles}) {
-    HalfKernelScope scope(kernel);
-    INFO((kernel == cuda::AttnHalfKernel::Registers ? "register-resident kernel" : "shared-tile kernel"));
+  for (const auto kernel : {cuda::AttnMmaKernel::Registers, cuda::AttnMmaKernel::SharedTiles}) {
+    MmaKernelScope scope(kernel);
+    INFO((kernel == cuda::AttnMmaKernel::Registers ? "register-resident kernel" : "shared-tile kernel"));
     uint64_t seed = 1300;
     for (const Config& c : half_configs()) {
       check_half(c, seed += 10, cuda::AttnHalf::F16, 1e-2);
@@ -224,8 +217,8 @@ TEST_CASE("cuda 16-bit attention, a small case for the sanitizers", "[cuda][atte
   causal.causal = true;
   Config padded = dims(2, 1, 40, 72, 128, 128);
   padded.lengths = true;
-  for (const auto kernel : {cuda::AttnHalfKernel::Registers, cuda::AttnHalfKernel::SharedTiles}) {
-    HalfKernelScope scope(kernel);
+  for (const auto kernel : {cuda::AttnMmaKernel::Registers, cuda::AttnMmaKernel::SharedTiles}) {
+    MmaKernelScope scope(kernel);
     check_half(causal, 1700, cuda::AttnHalf::BF16, 2e-2);
     check_half(padded, 1710, cuda::AttnHalf::F16, 1e-2);
   }

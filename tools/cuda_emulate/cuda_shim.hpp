@@ -19,7 +19,7 @@
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__
 #define __restrict__
 #define __align__(x)
@@ -112,6 +112,7 @@ using std::exp; using std::log; using std::fma; using ::max; using ::min;
 inline cudaStream_t active_stream() { return nullptr; }
 inline constexpr int kBlock = 256;
 template <class K> void allow_dynamic_smem(K, int) {}
+bool allow_tf32();  // declared by txtcls/cuda/blas.hpp only in CUDA builds; the driver defines it
 }
 alignas(128) inline unsigned char g_smem[1 << 18];
 inline int g_max_smem = 0;

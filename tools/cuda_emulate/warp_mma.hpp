@@ -46,6 +46,37 @@ inline void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32
     d[e] = acc;
   }
 }
+// m16n8k8 on TF32 registers (the float bits, rounded by to_tf32).
+inline void mma_1688_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  const int lane = threadIdx.x % 32, base = threadIdx.x - lane;
+  Slot& me = g_slot[threadIdx.x];
+  std::memcpy(me.a, a, sizeof me.a);
+  me.b[0] = b0, me.b[1] = b1;
+  __syncwarp();
+  auto f = [](uint32_t u) { float x; std::memcpy(&x, &u, 4); return x; };
+  float A[16][8], B[8][8];
+  for (int l = 0; l < 32; ++l) {
+    const Slot& s = g_slot[base + l];
+    const int g = l / 4, t = l % 4;
+    A[g][t] = f(s.a[0]), A[g + 8][t] = f(s.a[1]), A[g][t + 4] = f(s.a[2]), A[g + 8][t + 4] = f(s.a[3]);
+    B[t][g] = f(s.b[0]), B[t + 4][g] = f(s.b[1]);
+  }
+  __syncwarp();
+  const int g = lane / 4, t = lane % 4;
+  for (int e = 0; e < 4; ++e) {
+    const int r = g + 8 * (e / 2), c = 2 * t + e % 2;
+    float acc = d[e];
+    for (int k = 0; k < 8; ++k) acc += A[r][k] * B[k][c];
+    d[e] = acc;
+  }
+}
+// Rounds to 10 mantissa bits, to nearest with ties away from zero (cvt.rna.tf32.f32).
+inline uint32_t to_tf32(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7F800000u) != 0x7F800000u) u = (u + 0x1000u) & ~0x1FFFu;
+  return u;
+}
 inline void ldsm_impl(uint32_t (&r)[4], const void* row, bool trans) {
   const int lane = threadIdx.x % 32, base = threadIdx.x - lane, g = lane / 4, t = lane % 4;
   g_slot[threadIdx.x].p = row;

@@ -99,15 +99,16 @@ struct AttentionHalfGrads {
 void attention_backward_half(const AttentionHalfArgs& a, const void* out, AttnRows<const void> dout, const float* lse,
                              const AttentionHalfGrads& g);
 
-// The tensor-core design the 16-bit functions above run. Registers (the default): FlashAttention-2's
-// organisation on mma.sync, accumulators, softmax and probabilities in registers, operand tiles
-// streamed through double-buffered shared memory (kernels/attention_fa2.cu). SharedTiles: the
-// first design, wmma 16 x 16 tiles with scores and accumulators staged through shared memory
+// The tensor-core design that 16-bit attention and float attention under TF32
+// (set_allow_tf32(true)) run. Registers (the default): FlashAttention-2's organisation on
+// mma.sync, accumulators, softmax and probabilities in registers, operand tiles streamed through
+// double-buffered shared memory (kernels/attention_fa2.cu). SharedTiles: the first design, wmma
+// 16 x 16 tiles with scores and accumulators staged through shared memory
 // (kernels/attention_mma.cu), kept to cross-check and compare against. Both follow the same
 // contract; the setting is process-wide.
-enum class AttnHalfKernel { Registers, SharedTiles };
-void set_attention_half_kernel(AttnHalfKernel k);
-AttnHalfKernel attention_half_kernel();
+enum class AttnMmaKernel { Registers, SharedTiles };
+void set_attention_mma_kernel(AttnMmaKernel k);
+AttnMmaKernel attention_mma_kernel();
 
 // Whether the tensor-core paths above (and TF32) run here: a device of compute capability 8.0 or
 // later, and kernels compiled for one (TXTCLS_CUDA_ARCHITECTURES 80 or more).

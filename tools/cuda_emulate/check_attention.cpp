@@ -1,32 +1,42 @@
-// The 16-bit attention kernels (kernels/attention_fa2.cu and attention_mma.cu), emulated on the
-// host (cuda_shim.hpp), against the CPU fused op in float on the same inputs rounded to 16 bits:
-// the checks of tests/cuda/test_cuda_attention_half.cpp, for a machine without a GPU.
-//   attention_half [f16|bf16|all] [regs|tiles|all] [case index]
+// The tensor-core attention kernels (kernels/attention_fa2.cu and attention_mma.cu), emulated on
+// the host (cuda_shim.hpp), against the CPU fused op in float: 16-bit operands on inputs rounded
+// to 16 bits (the checks of tests/cuda/test_cuda_attention_half.cpp) and float under TF32 through
+// attention_forward/backward (those of test_cuda_attention.cpp), for a machine without a GPU.
+//   check_attention [f16|bf16|tf32|all] [regs|tiles|all] [case index]
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "txtcls/cuda/attention.hpp"
+#include "txtcls/cuda/blas.hpp"
 #include "txtcls/io/half.hpp"
 #include "txtcls/ops/attention.hpp"
 #include "txtcls/ops/reduce.hpp"
 
-// Normally in kernels/attention.cu, which asks the device.
+// Normally in kernels/blas.cu: the TF32 switch the float path reads.
 namespace txtcls::cuda {
-bool attention_has_tensor_cores() { return true; }
+namespace {
+bool g_tf32 = false;
+}
+void set_allow_tf32(bool on) { g_tf32 = on; }
+bool allow_tf32() { return g_tf32; }
 }  // namespace txtcls::cuda
 
 using namespace txtcls;
 
 namespace {
 
+enum class Mode { F16, BF16, Tf32 };
+Mode g_mode = Mode::F16;
 cuda::AttnHalf g_type = cuda::AttnHalf::F16;
 
 uint16_t narrow(float x) { return g_type == cuda::AttnHalf::F16 ? half::float_to_f16(x) : half::float_to_bf16(x); }
 float widen(uint16_t x) { return g_type == cuda::AttnHalf::F16 ? half::f16_to_float(x) : half::bf16_to_float(x); }
 
+// 16-bit modes: the inputs rounded to 16 bits (both sides see the same values); TF32: unchanged.
 Tensor<float> rounded(const Tensor<float>& t) {
+  if (g_mode == Mode::Tf32) return t.contiguous();
   auto v = t.contiguous().to_vector();
   for (auto& x : v) x = widen(narrow(x));
   return from_vector<float>(v, t.shape());
@@ -151,32 +161,54 @@ bool run(const Case& c, uint64_t seed) {
     a.dropout_p = c.p, a.seed = gen2.seed(), a.base = gen2.reserve(B * H * Lq * Lk);
     a.drop_scale = detail::dropout_scale<float>(c.p);
   }
-  ha.dtype = g_type;
-  const std::vector<uint16_t> hq = image16(q), hk = image16(k), hv = image16(v), hgo = image16(go);
-  ha.q = {hq.data(), q.stride(0), q.stride(1), q.stride(2)};
-  ha.k = {hk.data(), k.stride(0), k.stride(1), k.stride(2)};
-  ha.v = {hv.data(), v.stride(0), v.stride(1), v.stride(2)};
-  const uint16_t poison = narrow(NAN);
-  std::vector<uint16_t> out(B * H * Lq * Dv, poison), dq(B * H * Lq * D, poison), dk(B * H * Lk * D, poison),
-      dv(B * H * Lk * Dv, poison);
-  std::vector<float> lse(B * H * Lq, NAN), delta(B * H * Lq, NAN);
-  cuda::AttentionHalfGrads hg{dq.data(), dk.data(), dv.data(), nullptr, true, delta.data()};
-  Tensor<float> part;
-  if (c.bias) {
-    hg.dbias_per_query = a.bias.si != 0;
-    part = zeros<float>({B, H, hg.dbias_per_query ? Lq : 1, Lk});
-    hg.dbias = part.data();
+  Tensor<float> got_out, got_dq, got_dk, got_dv, part;
+  if (g_mode == Mode::Tf32) {  // float tensors through the float entry points under TF32
+    cuda::AttentionArgs<float> fa = a;
+    fa.q = {q.data(), q.stride(0), q.stride(1), q.stride(2)};
+    fa.k = {k.data(), k.stride(0), k.stride(1), k.stride(2)};
+    fa.v = {v.data(), v.stride(0), v.stride(1), v.stride(2)};
+    got_out = full<float>({B, H, Lq, Dv}, NAN), got_dq = full<float>({B, H, Lq, D}, NAN);
+    got_dk = full<float>({B, H, Lk, D}, NAN), got_dv = full<float>({B, H, Lk, Dv}, NAN);
+    Tensor<float> lse = full<float>({B, H, Lq}, NAN), delta = full<float>({B, H, Lq}, NAN);
+    cuda::AttentionGrads<float> fg{got_dq.data(), got_dk.data(), got_dv.data(), nullptr, true, delta.data()};
+    if (c.bias) {
+      fg.dbias_per_query = a.bias.si != 0;
+      part = zeros<float>({B, H, fg.dbias_per_query ? Lq : 1, Lk});
+      fg.dbias = part.data();
+    }
+    cuda::set_allow_tf32(true);
+    cuda::attention_forward<float>(fa, got_out.data(), lse.data());
+    cuda::attention_backward<float>(fa, got_out.data(), {go.data(), go.stride(0), go.stride(1), go.stride(2)},
+                                    lse.data(), fg);
+    cuda::set_allow_tf32(false);
+  } else {
+    ha.dtype = g_type;
+    const std::vector<uint16_t> hq = image16(q), hk = image16(k), hv = image16(v), hgo = image16(go);
+    ha.q = {hq.data(), q.stride(0), q.stride(1), q.stride(2)};
+    ha.k = {hk.data(), k.stride(0), k.stride(1), k.stride(2)};
+    ha.v = {hv.data(), v.stride(0), v.stride(1), v.stride(2)};
+    const uint16_t poison = narrow(NAN);
+    std::vector<uint16_t> out(B * H * Lq * Dv, poison), dq(B * H * Lq * D, poison), dk(B * H * Lk * D, poison),
+        dv(B * H * Lk * Dv, poison);
+    std::vector<float> lse(B * H * Lq, NAN), delta(B * H * Lq, NAN);
+    cuda::AttentionHalfGrads hg{dq.data(), dk.data(), dv.data(), nullptr, true, delta.data()};
+    if (c.bias) {
+      hg.dbias_per_query = a.bias.si != 0;
+      part = zeros<float>({B, H, hg.dbias_per_query ? Lq : 1, Lk});
+      hg.dbias = part.data();
+    }
+    cuda::attention_forward_half(ha, out.data(), lse.data());
+    cuda::attention_backward_half(ha, out.data(), {hgo.data(), go.stride(0), go.stride(1), go.stride(2)}, lse.data(),
+                                  hg);
+    got_out = widened(out, {B, H, Lq, Dv}), got_dq = widened(dq, {B, H, Lq, D});
+    got_dk = widened(dk, {B, H, Lk, D}), got_dv = widened(dv, {B, H, Lk, Dv});
   }
-  cuda::attention_forward_half(ha, out.data(), lse.data());
-  cuda::attention_backward_half(ha, out.data(), {hgo.data(), go.stride(0), go.stride(1), go.stride(2)}, lse.data(),
-                                hg);
 
-  const double tol = g_type == cuda::AttnHalf::F16 ? 1e-2 : 2e-2;
-  double e[5] = {rel_err(widened(out, {B, H, Lq, Dv}), y, max_abs(y)),
-                 rel_err(widened(dv, {B, H, Lk, Dv}), vc.grad(), max_abs(vc.grad())), 0, 0, 0};
+  const double tol = g_mode == Mode::BF16 ? 2e-2 : 1e-2;
+  double e[5] = {rel_err(got_out, y, max_abs(y)), rel_err(got_dv, vc.grad(), max_abs(vc.grad())), 0, 0, 0};
   if (Lk > 1) {  // with one key, dq and dk are rounding noise around 0
-    e[2] = rel_err(widened(dq, {B, H, Lq, D}), qc.grad(), max_abs(qc.grad()));
-    e[3] = rel_err(widened(dk, {B, H, Lk, D}), kc.grad(), max_abs(kc.grad()));
+    e[2] = rel_err(got_dq, qc.grad(), max_abs(qc.grad()));
+    e[3] = rel_err(got_dk, kc.grad(), max_abs(kc.grad()));
   }
   if (c.bias && Lk > 1)  // a bias constant along the keys has a zero gradient: the summed terms set the scale
     e[4] = rel_err(sum_to(part, bs), oc.bias.grad(), std::max(max_abs(oc.bias.grad()), max_abs(part)));
@@ -184,8 +216,8 @@ bool run(const Case& c, uint64_t seed) {
   for (double x : e) ok = ok && x <= tol;
   std::printf("%s %-5s %-4s B%ld H%ld Lq%ld Lk%ld D%ld Dv%ld causal%d bias%d lengths%d mask%d allowed%d p%.1f "
               "permuted%d: out %.1e dv %.1e dq %.1e dk %.1e dbias %.1e\n",
-              ok ? "ok  " : "FAIL", cuda::attention_half_kernel() == cuda::AttnHalfKernel::Registers ? "regs" : "tiles",
-              g_type == cuda::AttnHalf::F16 ? "f16" : "bf16", long(B), long(H), long(Lq), long(Lk), long(D), long(Dv),
+              ok ? "ok  " : "FAIL", cuda::attention_mma_kernel() == cuda::AttnMmaKernel::Registers ? "regs" : "tiles",
+              g_mode == Mode::F16 ? "f16" : g_mode == Mode::BF16 ? "bf16" : "tf32", long(B), long(H), long(Lq), long(Lk), long(D), long(Dv),
               c.causal, c.bias, c.lengths, c.mask, c.allowed, c.p, c.permuted, e[0], e[1], e[2], e[3], e[4]);
   std::fflush(stdout);
   return ok;
@@ -218,12 +250,14 @@ int main(int argc, char** argv) {
   const std::string types = argc > 1 ? argv[1] : "all", kernels = argc > 2 ? argv[2] : "all";
   const int which = argc > 3 ? std::atoi(argv[3]) : -1;
   int failed = 0, run_count = 0;
-  for (const cuda::AttnHalf t : {cuda::AttnHalf::F16, cuda::AttnHalf::BF16}) {
-    if (types != "all" && (types == "f16") != (t == cuda::AttnHalf::F16)) continue;
-    g_type = t;
-    for (const cuda::AttnHalfKernel kern : {cuda::AttnHalfKernel::Registers, cuda::AttnHalfKernel::SharedTiles}) {
-      if (kernels != "all" && (kernels == "regs") != (kern == cuda::AttnHalfKernel::Registers)) continue;
-      cuda::set_attention_half_kernel(kern);
+  for (const Mode m : {Mode::F16, Mode::BF16, Mode::Tf32}) {
+    const char* name = m == Mode::F16 ? "f16" : m == Mode::BF16 ? "bf16" : "tf32";
+    if (types != "all" && types != name) continue;
+    g_mode = m;
+    g_type = m == Mode::BF16 ? cuda::AttnHalf::BF16 : cuda::AttnHalf::F16;
+    for (const cuda::AttnMmaKernel kern : {cuda::AttnMmaKernel::Registers, cuda::AttnMmaKernel::SharedTiles}) {
+      if (kernels != "all" && (kernels == "regs") != (kern == cuda::AttnMmaKernel::Registers)) continue;
+      cuda::set_attention_mma_kernel(kern);
       for (size_t i = 0; i < kCases.size(); ++i)
         if (which < 0 || static_cast<size_t>(which) == i) failed += !run(kCases[i], 10 + i), ++run_count;
     }
