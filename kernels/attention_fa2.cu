@@ -371,8 +371,6 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
   E* vs = ks + BK * DP;
   E* qs = vs + BK * DP;       // [2][BQ][DP]
   E* dos = qs + 2 * BQ * DP;  // [2][BQ][DP]
-  float* lses = reinterpret_cast<float*>(dos + 2 * BQ * DP);  // [2][BQ]
-  float* deltas = lses + 2 * BQ;                              // [2][BQ]
 
   const int64_t nblk = (a.Lk + BK - 1) / BK, head = blockIdx.x / nblk, b = head / a.H, h = head % a.H,
                 j0 = (blockIdx.x % nblk) * BK;
@@ -384,15 +382,6 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
   float bsum[2] = {0.0f, 0.0f};  // this lane's part of the dS column sums of keys g, g + 8
   const float scale2 = a.scale * kLog2e;
 
-  // Stats of query rows [i0, i0 + BQ) into a stage; -inf / 0 past Lq (those rows get p = 0).
-  auto load_stats = [&](int st, int64_t i0) {
-    for (int r = threadIdx.x; r < BQ; r += Tl::kThreads) {
-      const bool ok = i0 + r < a.Lq;
-      lses[st * BQ + r] = ok ? lse[head * a.Lq + i0 + r] : neg_inf<float>();
-      deltas[st * BQ + r] = ok ? delta[head * a.Lq + i0 + r] : 0.0f;
-    }
-  };
-
   if (j0 < klen) {
     const int64_t first = a.causal ? lmin(lmax(j0 - (a.Lk - a.Lq), 0), a.Lq) : 0;
     const int64_t istart = first / BQ * BQ;
@@ -401,7 +390,6 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
     if (istart < a.Lq) {
       load_tile<E, BQ, DMAX>(qs, gq, b, h, istart, lmin(BQ, a.Lq - istart), a.D, vec);
       load_tile<E, BQ, DMAX>(dos, go, b, h, istart, lmin(BQ, a.Lq - istart), a.Dv, vec);
-      load_stats(0, istart);
     }
     warp::cp_async_commit();
     warp::cp_async_wait_all();
@@ -413,13 +401,10 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
         const int64_t nx = i0 + BQ, nrows = lmin(BQ, a.Lq - nx);
         load_tile<E, BQ, DMAX>(qs + (stage ^ 1) * BQ * DP, gq, b, h, nx, nrows, a.D, vec);
         load_tile<E, BQ, DMAX>(dos + (stage ^ 1) * BQ * DP, go, b, h, nx, nrows, a.Dv, vec);
-        load_stats(stage ^ 1, nx);
         warp::cp_async_commit();
       }
       const E* qt = qs + stage * BQ * DP;
       const E* dot = dos + stage * BQ * DP;
-      const float* ls = lses + stage * BQ;
-      const float* dl = deltas + stage * BQ;
       float s[NQ][4], dp[NQ][4];  // S^T and dP^T: this warp's 16 keys x BQ queries
       zero_acc(s);
       zero_acc(dp);
@@ -432,12 +417,17 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
         for (int e = 0; e < 4; ++e) {
           const int c = n * 8 + 2 * t + e % 2;
           const int64_t i = i0 + c, j = j0 + w0 + g + 8 * (e / 2);
+          // The query's statistics straight from global memory (L1 serves the repeats): rows
+          // past Lq get lse -inf, so p = 0. Kept out of shared memory, which TF32 at D = 128
+          // fills to exactly the 99 KB of consumer GPUs.
+          const float lse_i = i < a.Lq ? lse[head * a.Lq + i] : neg_inf<float>();
+          const float delta_i = i < a.Lq ? delta[head * a.Lq + i] : 0.0f;
           float pz, ds;
           if (plain) {
-            pz = exp2_or_zero(fmaf(s[n][e], scale2, -ls[c] * kLog2e));
-            ds = pz * (dp[n][e] - dl[c]);
+            pz = exp2_or_zero(fmaf(s[n][e], scale2, -lse_i * kLog2e));
+            ds = pz * (dp[n][e] - delta_i);
           } else {
-            probs_and_grad(a, b, h, i, j, score(a, b, h, i, j, klen, s[n][e] * a.scale), ls[c], dp[n][e], dl[c], pz,
+            probs_and_grad(a, b, h, i, j, score(a, b, h, i, j, klen, s[n][e] * a.scale), lse_i, dp[n][e], delta_i, pz,
                            ds);
           }
           s[n][e] = pz;

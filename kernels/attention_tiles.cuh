@@ -155,8 +155,9 @@ struct Fa2Tile {
   static constexpr int kDqK = kKvQ;
   static constexpr int kTile = DP * static_cast<int>(sizeof(E));  // bytes of one shared row
   static constexpr int kFwdBytes = (kRows + 2 * 2 * kFwdK) * kTile;
-  static constexpr int kKvBytes = (2 * kRows + 2 * 2 * kKvQ) * kTile + 2 * 2 * kKvQ * 4;
+  static constexpr int kKvBytes = (2 * kRows + 2 * 2 * kKvQ) * kTile;
   static constexpr int kDqBytes = (2 * kRows + 2 * 2 * kDqK) * kTile;
-  static_assert(kFwdBytes <= 160 * 1024 && kKvBytes <= 160 * 1024 && kDqBytes <= 160 * 1024,
-                "attention tiles exceed an A100's shared memory");
+  // Within the 99 KB per block of consumer Ampere/Ada GPUs (sm_86, sm_89), hence an A100/H100's too.
+  static_assert(kFwdBytes <= 99 * 1024 && kKvBytes <= 99 * 1024 && kDqBytes <= 99 * 1024,
+                "attention tiles exceed 99 KB of shared memory");
 };
