@@ -112,6 +112,9 @@ using std::exp; using std::log; using std::fma; using ::max; using ::min;
 inline cudaStream_t active_stream() { return nullptr; }
 inline constexpr int kBlock = 256;
 template <class K> void allow_dynamic_smem(K, int) {}
+inline unsigned grid_for(int64_t n, int block = kBlock) {
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + block - 1) / block, int64_t(1) << 16)));
+}
 bool allow_tf32();  // declared by txtcls/cuda/blas.hpp only in CUDA builds; the driver defines it
 }
 alignas(128) inline unsigned char g_smem[1 << 18];

@@ -20,8 +20,8 @@ def prepare(text, kernels_dir):
     text = text.replace("#include <cmath>", '#include "cuda_shim.hpp"\n#include <cmath>', 1)
     text = re.sub(r"(\w+(?:<T>|<E>)?)<<<(.*?)>>>\(", lambda m: f"emu_launch({m.group(1)}, {m.group(2)}, ", text,
                   flags=re.S)
-    return re.sub(r"extern __shared__ (__align__\(128\) )?unsigned char smem_raw\[\];",
-                  "unsigned char* smem_raw = g_smem;", text)
+    return re.sub(r"extern __shared__ (__align__\(\d+\) )?unsigned char (\w+)\[\];",
+                  r"unsigned char* \2 = g_smem;", text)
 
 
 def main():

@@ -1,25 +1,46 @@
 #!/bin/sh
-# Builds the host emulation of the tensor-core attention kernels (16-bit and TF32) and runs its
-# checks (no GPU needed):
-#   tools/cuda_emulate/run.sh [f16|bf16|tf32|all] [regs|tiles|all] [case index]
-# Needs g++ (C++20) and Eigen, as the library does; python3 for prepare.py. About a minute per
-# type and kernel on two cores.
+# Builds a host emulation of the tensor-core attention kernels or of the XLNet relative attention
+# kernels and runs its checks against the CPU ops (no GPU needed):
+#   tools/cuda_emulate/run.sh attention [f16|bf16|tf32|all] [regs|tiles|all] [case index]
+#   tools/cuda_emulate/run.sh relative [case index]
+# Needs g++ (C++20) and Eigen, as the library does; python3 for prepare.py. The attention checks
+# take about a minute per type and design on two cores, the relative ones under a minute.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${TXTCLS_EMULATE_DIR:-$root/build-emulate}
+what=${1:-attention}
+[ $# -gt 0 ] && shift
 mkdir -p "$out"
-python3 "$here/prepare.py" "$root" "$out" attention_fa2.cu attention_mma.cu attention.cu
 flags="-std=c++20 -O1 -pthread -I$root/include -I$here -I/usr/include/eigen3 -Wno-unused-result"
-g++ $flags -c "$out/attention_fa2.cpp" -o "$out/attention_fa2.o" &
-fa2=$!
-g++ $flags -c "$out/attention_mma.cpp" -o "$out/attention_mma.o" &
-mma=$!
-g++ $flags -c "$out/attention.cpp" -o "$out/attention.o" &
-fma=$!
-g++ $flags -c "$here/check_attention.cpp" -o "$out/check_attention.o"
-wait $fa2
-wait $mma
-wait $fma
-g++ -pthread "$out/check_attention.o" "$out/attention_fa2.o" "$out/attention_mma.o" "$out/attention.o" -o "$out/check_attention"
-exec "$out/check_attention" "$@"
+case $what in
+attention)
+  python3 "$here/prepare.py" "$root" "$out" attention_fa2.cu attention_mma.cu attention.cu
+  g++ $flags -c "$out/attention_fa2.cpp" -o "$out/attention_fa2.o" &
+  fa2=$!
+  g++ $flags -c "$out/attention_mma.cpp" -o "$out/attention_mma.o" &
+  mma=$!
+  g++ $flags -c "$out/attention.cpp" -o "$out/attention.o" &
+  fma=$!
+  g++ $flags -c "$here/check_attention.cpp" -o "$out/check_attention.o"
+  wait $fa2
+  wait $mma
+  wait $fma
+  g++ -pthread "$out/check_attention.o" "$out/attention_fa2.o" "$out/attention_mma.o" "$out/attention.o" \
+    -o "$out/check_attention"
+  exec "$out/check_attention" "$@" ;;
+relative)
+  # The op's CUDA branch on host tensors: the library's headers in their CUDA configuration,
+  # host_backend.hpp for the backend functions they name, the emulated kernels for the rest.
+  python3 "$here/prepare.py" "$root" "$out" relative_attention.cu
+  g++ $flags -DTXTCLS_WITH_CUDA=1 -c "$out/relative_attention.cpp" -o "$out/relative_attention.o" &
+  rel=$!
+  g++ $flags -DTXTCLS_WITH_CUDA=1 -include "$here/cuda_shim.hpp" -c "$here/check_relative.cpp" \
+    -o "$out/check_relative.o"
+  wait $rel
+  g++ -pthread "$out/check_relative.o" "$out/relative_attention.o" -o "$out/check_relative"
+  exec "$out/check_relative" "$@" ;;
+*)
+  echo "usage: $0 attention [f16|bf16|tf32|all] [regs|tiles|all] [case] | relative [case]" >&2
+  exit 2 ;;
+esac
