@@ -102,8 +102,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(const Atten
 
   const int64_t head = blockIdx.x, b = head / a.H, h = head % a.H, i0 = int64_t(blockIdx.y) * BQ;
   const int64_t rows = lmin(BQ, a.Lq - i0), klen = key_len(a, b);
-  int64_t kend = klen;  // keys [0, kend) can be visible to some row of the block
-  if (a.causal) kend = lmin(kend, lmax(0, i0 + rows + a.Lk - a.Lq));
+  const int64_t kend = visible_keys(a, i0, rows, klen);  // keys some row of the block can see
   const int ty = threadIdx.x / kTX, tx = threadIdx.x % kTX;
 
   load_rows<T, BQ, DMAX>(qs, a.q, b, h, i0, rows, a.D, a.scale);
@@ -222,7 +221,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const Attentio
     load_rows<T, BK, DMAX>(ks, a.k, b, h, j0, lmin(BK, klen - j0), a.D, T(1));
     load_rows<T, BK, DMAX>(vs, a.v, b, h, j0, lmin(BK, klen - j0), a.Dv, T(1));
     // Under causal, queries before j0 - (Lk - Lq) see none of these keys.
-    const int64_t first = a.causal ? lmin(lmax(j0 - (a.Lk - a.Lq), 0), a.Lq) : 0;
+    const int64_t first = first_seeing_query(a, j0);
     for (int64_t i0 = first / BQ * BQ; i0 < a.Lq; i0 += BQ) {
       const int64_t rows = lmin(BQ, a.Lq - i0);
       __syncthreads();  // the previous query block's tiles are consumed
@@ -291,8 +290,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(const AttentionA
 
   const int64_t head = blockIdx.x, b = head / a.H, h = head % a.H, i0 = int64_t(blockIdx.y) * BQ;
   const int64_t rows = lmin(BQ, a.Lq - i0), klen = key_len(a, b);
-  int64_t kend = klen;
-  if (a.causal) kend = lmin(kend, lmax(0, i0 + rows + a.Lk - a.Lq));
+  const int64_t kend = visible_keys(a, i0, rows, klen);
   const int ty = threadIdx.x / kTX, tx = threadIdx.x % kTX;
 
   load_rows<T, BQ, DMAX>(qs, a.q, b, h, i0, rows, a.D, a.scale);

@@ -25,6 +25,19 @@ __device__ __forceinline__ int64_t key_len(const AttentionArgs<T>& a, int64_t b)
   return a.key_lengths ? a.key_lengths[b] : a.Lk;
 }
 
+// The end of the keys that query rows [i0, i0 + rows) can see: the key length, cut at the causal
+// diagonal of the last row.
+template <class T>
+__device__ __forceinline__ int64_t visible_keys(const AttentionArgs<T>& a, int64_t i0, int64_t rows, int64_t klen) {
+  return a.causal ? lmin(klen, lmax(0, i0 + rows + a.Lk - a.Lq)) : klen;
+}
+
+// The first query that can see key j0 (causal: the diagonal; else 0).
+template <class T>
+__device__ __forceinline__ int64_t first_seeing_query(const AttentionArgs<T>& a, int64_t j0) {
+  return a.causal ? lmin(lmax(j0 - (a.Lk - a.Lq), 0), a.Lq) : 0;
+}
+
 // The score of query i, key j from the scaled product `qk`: -inf where a key is hidden
 // (padding, past the causal diagonal, a zero of `allowed`), else qk + bias + mask. Rows past Lq
 // (the padding of the last block) are hidden too.

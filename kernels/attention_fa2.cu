@@ -44,11 +44,6 @@ using warp::to_tf32;
 
 #if TXTCLS_ATTENTION_FA2
 
-template <class E> __device__ __forceinline__ E zero_of();
-template <> __device__ __forceinline__ __half zero_of() { return __float2half_rn(0.0f); }
-template <> __device__ __forceinline__ __nv_bfloat16 zero_of() { return __float2bfloat16_rn(0.0f); }
-template <> __device__ __forceinline__ float zero_of() { return 0.0f; }
-
 template <class E> __device__ __forceinline__ E round_to(float x);
 template <> __device__ __forceinline__ __half round_to(float x) { return __float2half_rn(x); }
 template <> __device__ __forceinline__ __nv_bfloat16 round_to(float x) { return __float2bfloat16_rn(x); }
@@ -73,7 +68,7 @@ __device__ __forceinline__ void load_tile(E* dst, AttnRows<const E> src, int64_t
   } else {
     for (int e = threadIdx.x; e < NR * DMAX; e += kThreads) {
       const int r = e / DMAX, c = e % DMAX;
-      dst[r * DP + c] = (r < valid && c < w) ? base[(r0 + r) * src.si + c] : zero_of<E>();
+      dst[r * DP + c] = (r < valid && c < w) ? base[(r0 + r) * src.si + c] : round_to<E>(0.0f);
     }
   }
 }
@@ -87,32 +82,21 @@ __device__ __forceinline__ void load_kv(E* kdst, E* vdst, const AttentionArgs<fl
   load_tile<E, BK, DMAX>(vdst, gv, b, h, j0, lmin(BK, klen - j0), a.Dv, vec);
 }
 
-// The end of the keys that query rows [i0, i0 + rows) can see: the key length, cut at the causal
-// diagonal of the last row.
-__device__ __forceinline__ int64_t visible_keys(const AttentionArgs<float>& a, int64_t i0, int64_t rows,
-                                                int64_t klen) {
-  return a.causal ? lmin(klen, lmax(0, i0 + rows + a.Lk - a.Lq)) : klen;
-}
-
-// This lane's ldmatrix row address for the A fragment (16 x 16) at rows r0.., columns c0.. of a
-// shared tile of stride DP.
+// This lane's ldmatrix.x4 row address for the 16 x 16 block at rows r0.., columns c0.. of a
+// shared tile of stride DP, read as blocks (rows 0-7, cols 0-7), (8-15, 0-7), (0-7, 8-15),
+// (8-15, 8-15): plain, the A fragment of the block; transposed (ldmatrix.trans), two B fragments
+// (k16 x n8, k = the rows, n = columns c0.. and c0 + 8..) of a tile that holds B as it is, as V
+// does for P V.
 template <class E, int DP>
-__device__ __forceinline__ const E* a_row(const E* tile, int r0, int c0, int lane) {
+__device__ __forceinline__ const E* x4_row(const E* tile, int r0, int c0, int lane) {
   return tile + (r0 + lane % 8 + ((lane / 8) % 2) * 8) * DP + c0 + (lane / 16) * 8;
 }
 
-// ... for two B fragments (k16 x n8 each, n = rows r0..r0+15 of the tile, k = columns c0..c0+15):
-// the tile holds B transposed (rows are n), as K does for Q K^T.
+// ... for two B fragments (k16 x n8 each, n = rows r0..r0+15 of the tile, k = columns c0..c0+15)
+// read plainly: the tile holds B transposed (rows are n), as K does for Q K^T.
 template <class E, int DP>
 __device__ __forceinline__ const E* bt_row(const E* tile, int r0, int c0, int lane) {
   return tile + (r0 + (lane / 16) * 8 + lane % 8) * DP + c0 + ((lane / 8) % 2) * 8;
-}
-
-// ... for two B fragments (k16 x n8 each, k = rows r0..r0+15, n = columns c0..c0+15) read with
-// ldmatrix.trans: the tile holds B as it is (rows are k), as V does for P V.
-template <class E, int DP>
-__device__ __forceinline__ const E* b_row(const E* tile, int r0, int c0, int lane) {
-  return tile + (r0 + lane % 8 + ((lane / 8) % 2) * 8) * DP + c0 + (lane / 16) * 8;
 }
 
 // acc[NT][4] += A B^T: A is 16 rows of `a_tile` from row ra, B^T is NT * 8 rows of `bt_tile`,
@@ -127,7 +111,7 @@ __device__ __forceinline__ void mma_abt(float (&acc)[NT][4], const E* a_tile, in
     for (int kd = 0; kd < DMAX / 16; ++kd) {
       if (kd * 16 >= width) break;
       uint32_t af[4];
-      ldsm_x4(af, a_row<E, DP>(a_tile, ra, kd * 16, lane));
+      ldsm_x4(af, x4_row<E, DP>(a_tile, ra, kd * 16, lane));
 #pragma unroll
       for (int np = 0; np < NT / 2; ++np) {
         uint32_t r[4];
@@ -171,7 +155,7 @@ __device__ __forceinline__ void mma_pb(float (&acc)[ND][4], const float (&p)[NP]
       for (int dp = 0; dp < ND / 2; ++dp) {
         if (dp * 16 >= width) break;
         uint32_t r[4];
-        ldsm_x4_trans(r, b_row<E, DP>(b_tile, kk * 16, dp * 16, lane));
+        ldsm_x4_trans(r, x4_row<E, DP>(b_tile, kk * 16, dp * 16, lane));
         mma_16816<E>(acc[2 * dp], pa, r[0], r[1]);
         mma_16816<E>(acc[2 * dp + 1], pa, r[2], r[3]);
       }
@@ -211,11 +195,11 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
-// Writes a warp's 16 x (ND * 8) accumulator (rows r < valid, columns < w) times `mul` to a
-// contiguous [*, w] output whose row 0 is at dst.
+// Writes a warp's 16 x (ND * 8) accumulator (rows r < valid, columns < w) to a contiguous [*, w]
+// output whose row 0 is at dst, the lane's rows g and g + 8 times mul[0] and mul[1].
 template <class E, int ND>
-__device__ __forceinline__ void store_rows(const float (&acc)[ND][4], E* dst, int64_t valid, int64_t w, float mul,
-                                           int lane) {
+__device__ __forceinline__ void store_rows(const float (&acc)[ND][4], E* dst, int64_t valid, int64_t w,
+                                           const float (&mul)[2], int lane) {
   const int g = lane / 4, t = lane % 4;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
@@ -224,8 +208,8 @@ __device__ __forceinline__ void store_rows(const float (&acc)[ND][4], E* dst, in
 #pragma unroll
     for (int n = 0; n < ND; ++n) {
       const int c = n * 8 + 2 * t;
-      if (c < w) dst[r * w + c] = round_to<E>(acc[n][2 * half] * mul);
-      if (c + 1 < w) dst[r * w + c + 1] = round_to<E>(acc[n][2 * half + 1] * mul);
+      if (c < w) dst[r * w + c] = round_to<E>(acc[n][2 * half] * mul[half]);
+      if (c + 1 < w) dst[r * w + c + 1] = round_to<E>(acc[n][2 * half + 1] * mul[half]);
     }
   }
 }
@@ -243,6 +227,19 @@ __device__ __forceinline__ bool interior(const AttentionArgs<float>& a, int64_t 
 __device__ __forceinline__ bool plain_backward(const AttentionArgs<float>& a, int64_t i0, int64_t nq, int64_t j0,
                                                int64_t nk, int64_t klen) {
   return a.dropout_p == 0 && i0 + nq <= a.Lq && interior(a, i0, j0, nk, klen);
+}
+
+// P Z and dS of one score element from its product qk: in a plain block from qk alone, in base 2;
+// elsewhere by attention_common's rules (terms, hidden keys, empty rows, dropout).
+__device__ __forceinline__ void element_grad(const AttentionArgs<float>& a, bool plain, int64_t b, int64_t h,
+                                             int64_t i, int64_t j, int64_t klen, float qk, float lse_i, float dp,
+                                             float delta_i, float& pz, float& ds) {
+  if (plain) {
+    pz = exp2_or_zero(fmaf(qk, a.scale * kLog2e, -lse_i * kLog2e));
+    ds = pz * (dp - delta_i);
+  } else {
+    probs_and_grad(a, b, h, i, j, score(a, b, h, i, j, klen, qk * a.scale), lse_i, dp, delta_i, pz, ds);
+  }
 }
 
 #endif  // TXTCLS_ATTENTION_FA2
@@ -339,12 +336,7 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
     inv[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;  // l == 0: an empty row, output 0
   }
   const int64_t valid = lmax(0, lmin(16, rows - w0));
-  float scaled[ND][4];
-#pragma unroll
-  for (int n = 0; n < ND; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) scaled[n][e] = o[n][e] * inv[e / 2];
-  store_rows<E, ND>(scaled, out + head_row * a.Dv, valid, a.Dv, 1.0f, lane);
+  store_rows<E, ND>(o, out + head_row * a.Dv, valid, a.Dv, inv, lane);
   if (t == 0)
 #pragma unroll
     for (int r = 0; r < 2; ++r)
@@ -380,10 +372,9 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
   zero_acc(dk);
   zero_acc(dv);
   float bsum[2] = {0.0f, 0.0f};  // this lane's part of the dS column sums of keys g, g + 8
-  const float scale2 = a.scale * kLog2e;
 
   if (j0 < klen) {
-    const int64_t first = a.causal ? lmin(lmax(j0 - (a.Lk - a.Lq), 0), a.Lq) : 0;
+    const int64_t first = first_seeing_query(a, j0);
     const int64_t istart = first / BQ * BQ;
     load_tile<E, BK, DMAX>(ks, gk, b, h, j0, lmin(BK, klen - j0), a.D, vec);
     load_tile<E, BK, DMAX>(vs, gv, b, h, j0, lmin(BK, klen - j0), a.Dv, vec);
@@ -412,24 +403,22 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
       mma_abt<E, DMAX, NQ>(dp, vs, w0, dot, a.Dv, lane);
       const bool plain = plain_backward(a, i0, BQ, j0 + w0, 16, klen);
 #pragma unroll
-      for (int n = 0; n < NQ; ++n)
+      for (int n = 0; n < NQ; ++n) {
+        // The statistics of the lane's two query columns, straight from global memory: rows past
+        // Lq get lse -inf, so p = 0. Kept out of shared memory, which TF32 at D = 128 fills to
+        // exactly the 99 KB of consumer GPUs.
+        float lse_c[2], delta_c[2];
+#pragma unroll
+        for (int cc = 0; cc < 2; ++cc) {
+          const int64_t i = i0 + n * 8 + 2 * t + cc;
+          lse_c[cc] = i < a.Lq ? lse[head * a.Lq + i] : neg_inf<float>();
+          delta_c[cc] = i < a.Lq ? delta[head * a.Lq + i] : 0.0f;
+        }
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int c = n * 8 + 2 * t + e % 2;
-          const int64_t i = i0 + c, j = j0 + w0 + g + 8 * (e / 2);
-          // The query's statistics straight from global memory (L1 serves the repeats): rows
-          // past Lq get lse -inf, so p = 0. Kept out of shared memory, which TF32 at D = 128
-          // fills to exactly the 99 KB of consumer GPUs.
-          const float lse_i = i < a.Lq ? lse[head * a.Lq + i] : neg_inf<float>();
-          const float delta_i = i < a.Lq ? delta[head * a.Lq + i] : 0.0f;
+          const int64_t i = i0 + n * 8 + 2 * t + e % 2, j = j0 + w0 + g + 8 * (e / 2);
           float pz, ds;
-          if (plain) {
-            pz = exp2_or_zero(fmaf(s[n][e], scale2, -lse_i * kLog2e));
-            ds = pz * (dp[n][e] - delta_i);
-          } else {
-            probs_and_grad(a, b, h, i, j, score(a, b, h, i, j, klen, s[n][e] * a.scale), lse_i, dp[n][e], delta_i, pz,
-                           ds);
-          }
+          element_grad(a, plain, b, h, i, j, klen, s[n][e], lse_c[e % 2], dp[n][e], delta_c[e % 2], pz, ds);
           s[n][e] = pz;
           dp[n][e] = ds;
           if (dbias) {
@@ -437,6 +426,7 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
             else if (i < a.Lq && j < a.Lk) dbias[(head * a.Lq + i) * a.Lk + j] = ds;
           }
         }
+      }
       mma_pb<E, DMAX, NQ, ND>(dv, s, dot, a.Dv, lane);  // dV += (P Z)^T dO
       mma_pb<E, DMAX, NQ, ND>(dk, dp, qt, a.D, lane);   // dK += dS^T Q (scaled below)
 
@@ -445,8 +435,8 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
     }
   }
   const int64_t valid = lmax(0, lmin(16, cols - w0));
-  store_rows<E, ND>(dk, dk_out + (head * a.Lk + j0 + w0) * a.D, valid, a.D, a.scale, lane);
-  store_rows<E, ND>(dv, dv_out + (head * a.Lk + j0 + w0) * a.Dv, valid, a.Dv, 1.0f, lane);
+  store_rows<E, ND>(dk, dk_out + (head * a.Lk + j0 + w0) * a.D, valid, a.D, {a.scale, a.scale}, lane);
+  store_rows<E, ND>(dv, dv_out + (head * a.Lk + j0 + w0) * a.Dv, valid, a.Dv, {1.0f, 1.0f}, lane);
   if (dbias && !per_query)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -494,7 +484,6 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
 
   float dq[ND][4];
   zero_acc(dq);
-  const float scale2 = a.scale * kLog2e;
   int stage = 0;
   for (int64_t j0 = 0; j0 < kend; j0 += BK, stage ^= 1) {
     const bool more = j0 + BK < kend;
@@ -516,13 +505,7 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
       for (int e = 0; e < 4; ++e) {
         const int64_t i = i0 + w0 + g + 8 * (e / 2), j = j0 + n * 8 + 2 * t + e % 2;
         float pz, ds;
-        if (plain) {
-          pz = exp2_or_zero(fmaf(s[n][e], scale2, -lr[e / 2] * kLog2e));
-          ds = pz * (dp[n][e] - dr[e / 2]);
-        } else {
-          probs_and_grad(a, b, h, i, j, score(a, b, h, i, j, klen, s[n][e] * a.scale), lr[e / 2], dp[n][e],
-                         dr[e / 2], pz, ds);
-        }
+        element_grad(a, plain, b, h, i, j, klen, s[n][e], lr[e / 2], dp[n][e], dr[e / 2], pz, ds);
         dp[n][e] = ds;
       }
     mma_pb<E, DMAX, NK, ND>(dq, dp, kt, a.D, lane);  // dQ += dS K (scaled below)
@@ -531,7 +514,7 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
     __syncthreads();
   }
   const int64_t valid = lmax(0, lmin(16, rows - w0));
-  store_rows<E, ND>(dq, dq_out + (head * a.Lq + i0 + w0) * a.D, valid, a.D, a.scale, lane);
+  store_rows<E, ND>(dq, dq_out + (head * a.Lq + i0 + w0) * a.D, valid, a.D, {a.scale, a.scale}, lane);
 #else
   __trap();
 #endif

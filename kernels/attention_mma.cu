@@ -149,8 +149,7 @@ __global__ void __launch_bounds__(kMmaThreads) mma_forward_kernel(const Attentio
 
   const int64_t head = blockIdx.x, b = head / a.H, h = head % a.H, i0 = int64_t(blockIdx.y) * BQ;
   const int64_t rows = lmin(BQ, a.Lq - i0), klen = key_len(a, b);
-  int64_t kend = klen;
-  if (a.causal) kend = lmin(kend, lmax(0, i0 + rows + a.Lk - a.Lq));
+  const int64_t kend = visible_keys(a, i0, rows, klen);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, w0 = 16 * warp;
   const int dsteps = static_cast<int>((a.D + KS - 1) / KS), vtiles = static_cast<int>((a.Dv + 15) / 16);
 
@@ -271,7 +270,7 @@ __global__ void __launch_bounds__(kMmaThreads) mma_dkdv_kernel(const AttentionAr
   if (j0 < klen) {
     load_rows<E, BK, DMAX>(ks, DP, gk, b, h, j0, lmin(BK, klen - j0), a.D);
     load_rows<E, BK, DMAX>(vs, DP, gv, b, h, j0, lmin(BK, klen - j0), a.Dv);
-    const int64_t first = a.causal ? lmin(lmax(j0 - (a.Lk - a.Lq), 0), a.Lq) : 0;
+    const int64_t first = first_seeing_query(a, j0);
     for (int64_t i0 = first / BQ * BQ; i0 < a.Lq; i0 += BQ) {
       const int64_t rows = lmin(BQ, a.Lq - i0);
       __syncthreads();  // every warp is done with the previous Q, dO
@@ -350,8 +349,7 @@ __global__ void __launch_bounds__(kMmaThreads) mma_dq_kernel(const AttentionArgs
 
   const int64_t head = blockIdx.x, b = head / a.H, h = head % a.H, i0 = int64_t(blockIdx.y) * BQ;
   const int64_t rows = lmin(BQ, a.Lq - i0), klen = key_len(a, b);
-  int64_t kend = klen;
-  if (a.causal) kend = lmin(kend, lmax(0, i0 + rows + a.Lk - a.Lq));
+  const int64_t kend = visible_keys(a, i0, rows, klen);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, w0 = 16 * warp;
   const int dsteps = static_cast<int>((a.D + KS - 1) / KS), vsteps = static_cast<int>((a.Dv + KS - 1) / KS);
   const int dtiles = static_cast<int>((a.D + 15) / 16);

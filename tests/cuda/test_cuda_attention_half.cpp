@@ -74,7 +74,6 @@ void check_half(const Config& c, uint64_t seed, cuda::AttnHalf t, double tol) {
   Inputs<float> in = make_inputs<float>(c, seed);
   in.q = rounded(in.q, t), in.k = rounded(in.k, t), in.v = rounded(in.v, t), in.go = rounded(in.go, t);
   const int64_t B = c.B, H = c.H, Lq = c.Lq, Lk = c.Lk, D = c.D, Dv = c.Dv;
-  const Shape scores{B, H, Lq, Lk};
 
   // The CPU fused op in float on the rounded inputs.
   Tensor<float> q = in.q.detach().set_requires_grad(), k = in.k.detach().set_requires_grad();
@@ -86,12 +85,20 @@ void check_half(const Config& c, uint64_t seed, cuda::AttnHalf t, double tol) {
   Tensor<float> y = scaled_dot_product_attention(q, k, v, o);
   y.backward(in.go);
 
-  // The raw API. q is uploaded as [B, Lq, H, D] when the configuration asks for strided rows.
+  // The raw API: the op's own view of the options (score terms on the GPU, the dropout
+  // reservation from the CPU op's generator state); q is uploaded as [B, Lq, H, D] when the
+  // configuration asks for strided rows.
+  Tensor<float> bias, mask;
+  Tensor<uint8_t> allowed;
+  if (in.o.bias.defined()) bias = in.o.bias.to(gpu());
+  if (in.o.mask.defined()) mask = in.o.mask.to(gpu());
+  if (in.o.allowed.defined()) allowed = in.o.allowed.to(gpu());
+  AttentionOptions<float> og = in.o;
+  Generator g2(1234);
+  og.generator = &g2;
   cuda::AttentionHalfArgs a;
+  a.opts = detail::cuda_attention_args(og, {B, H, Lq, Lk, D, Dv}, bias, mask, allowed);
   cuda::AttentionArgs<float>& opt = a.opts;
-  opt.B = B, opt.H = H, opt.Lq = Lq, opt.Lk = Lk, opt.D = D, opt.Dv = Dv;
-  opt.scale = 1.0f / std::sqrt(float(D));
-  opt.causal = c.causal;
   a.dtype = t;
   auto qb = upload16(c.permuted ? in.q.permute({0, 2, 1, 3}).contiguous() : in.q, t);
   auto kb = upload16(in.k, t), vb = upload16(in.v, t), gb = upload16(in.go, t);
@@ -105,22 +112,6 @@ void check_half(const Config& c, uint64_t seed, cuda::AttnHalf t, double tol) {
     lengths = std::make_unique<DeviceBuf>(len.size() * sizeof(int64_t));
     lengths->upload(len.data());
     opt.key_lengths = static_cast<const int64_t*>(lengths->p);
-  }
-  Tensor<float> bias, mask;
-  Tensor<uint8_t> allowed;
-  if (in.o.bias.defined()) bias = in.o.bias.to(gpu()), opt.bias = detail::cuda_term(bias, scores);
-  if (in.o.mask.defined()) mask = in.o.mask.to(gpu()), opt.mask = detail::cuda_term(mask, scores);
-  if (in.o.allowed.defined()) {
-    allowed = in.o.allowed.to(gpu());
-    const Shape st = detail::broadcast_strides(allowed.shape(), allowed.strides(), scores);
-    opt.allowed = {allowed.data(), st[0], st[1], st[2], st[3]};
-  }
-  if (c.p > 0) {  // the CPU op's reservation from the same generator state
-    Generator g2(1234);
-    opt.dropout_p = c.p;
-    opt.seed = g2.seed();
-    opt.base = g2.reserve(static_cast<uint64_t>(B * H * Lq * Lk));
-    opt.drop_scale = detail::dropout_scale<float>(c.p);
   }
   DeviceBuf out(B * H * Lq * Dv * 2), lse(B * H * Lq * 4);
   cuda::attention_forward_half(a, out.p, static_cast<float*>(lse.p));

@@ -13,8 +13,10 @@
 #include "txtcls/io/half.hpp"
 #include "txtcls/ops/attention.hpp"
 #include "txtcls/ops/reduce.hpp"
+#include "host_backend.hpp"
 
-// Normally in kernels/blas.cu: the TF32 switch the float path reads.
+// Normally in kernels/blas.cu (the only backend piece the checks need besides the emulated
+// kernels; host_backend.hpp refuses the others): the TF32 switch the float path reads.
 namespace txtcls::cuda {
 namespace {
 bool g_tf32 = false;
@@ -94,12 +96,6 @@ struct Case {
   bool permuted;
 };
 
-cuda::AttnTerm<float> term_of(const Tensor<float>& t, const Shape& scores) {
-  if (!t.defined()) return {};
-  const Shape s = detail::broadcast_strides(t.shape(), t.strides(), scores);
-  return {t.data(), s[0], s[1], s[2], s[3]};
-}
-
 bool run(const Case& c, uint64_t seed) {
   const int64_t B = c.B, H = c.H, Lq = c.Lq, Lk = c.Lk, D = c.D, Dv = c.Dv;
   Tensor<float> q = rounded(random({B, H, Lq, D}, seed)), k = rounded(random({B, H, Lk, D}, seed + 1)),
@@ -143,24 +139,15 @@ bool run(const Case& c, uint64_t seed) {
   const Tensor<float> y = scaled_dot_product_attention(qc, kc, vc, oc);
   y.backward(go);
 
-  Generator gen2(99);  // the same dropout counters
+  // The op's own view of the options (dropout reserved from the CPU op's generator state).
+  AttentionOptions<float> oe = o;
+  Generator gen2(99);
+  oe.generator = &gen2;
   cuda::AttentionHalfArgs ha;
-  cuda::AttentionArgs<float>& a = ha.opts;
-  a.B = B, a.H = H, a.Lq = Lq, a.Lk = Lk, a.D = D, a.Dv = Dv;
-  a.scale = detail::attention_scale(o, D);
+  ha.opts = detail::cuda_attention_args(oe, {B, H, Lq, Lk, D, Dv}, o.bias, o.mask, o.allowed);
+  const cuda::AttentionArgs<float>& a = ha.opts;
   std::vector<int64_t> lengths;
-  if (c.lengths) lengths = o.key_lengths.to_vector(), a.key_lengths = lengths.data();
-  a.causal = c.causal;
-  a.bias = term_of(o.bias, {B, H, Lq, Lk});
-  a.mask = term_of(o.mask, {B, H, Lq, Lk});
-  if (c.allowed) {
-    const Shape s = detail::broadcast_strides(o.allowed.shape(), o.allowed.strides(), {B, H, Lq, Lk});
-    a.allowed = {o.allowed.data(), s[0], s[1], s[2], s[3]};
-  }
-  if (c.p > 0) {
-    a.dropout_p = c.p, a.seed = gen2.seed(), a.base = gen2.reserve(B * H * Lq * Lk);
-    a.drop_scale = detail::dropout_scale<float>(c.p);
-  }
+  if (c.lengths) lengths = o.key_lengths.to_vector(), ha.opts.key_lengths = lengths.data();
   Tensor<float> got_out, got_dq, got_dk, got_dv, part;
   if (g_mode == Mode::Tf32) {  // float tensors through the float entry points under TF32
     cuda::AttentionArgs<float> fa = a;

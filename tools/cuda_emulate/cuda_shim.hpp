@@ -115,7 +115,6 @@ template <class K> void allow_dynamic_smem(K, int) {}
 inline unsigned grid_for(int64_t n, int block = kBlock) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + block - 1) / block, int64_t(1) << 16)));
 }
-bool allow_tf32();  // declared by txtcls/cuda/blas.hpp only in CUDA builds; the driver defines it
 }
 alignas(128) inline unsigned char g_smem[1 << 18];
 inline int g_max_smem = 0;

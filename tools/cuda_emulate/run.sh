@@ -12,7 +12,7 @@ out=${TXTCLS_EMULATE_DIR:-$root/build-emulate}
 what=${1:-attention}
 [ $# -gt 0 ] && shift
 mkdir -p "$out"
-flags="-std=c++20 -O1 -pthread -I$root/include -I$here -I/usr/include/eigen3 -Wno-unused-result"
+flags="-std=c++20 -O1 -pthread -DTXTCLS_WITH_CUDA=1 -I$root/include -I$here -I/usr/include/eigen3 -Wno-unused-result"
 case $what in
 attention)
   python3 "$here/prepare.py" "$root" "$out" attention_fa2.cu attention_mma.cu attention.cu
@@ -30,12 +30,12 @@ attention)
     -o "$out/check_attention"
   exec "$out/check_attention" "$@" ;;
 relative)
-  # The op's CUDA branch on host tensors: the library's headers in their CUDA configuration,
-  # host_backend.hpp for the backend functions they name, the emulated kernels for the rest.
+  # The op's CUDA branch on host tensors (the checks build with the library's headers in their
+  # CUDA configuration; host_backend.hpp refuses the backend functions they name).
   python3 "$here/prepare.py" "$root" "$out" relative_attention.cu
-  g++ $flags -DTXTCLS_WITH_CUDA=1 -c "$out/relative_attention.cpp" -o "$out/relative_attention.o" &
+  g++ $flags -c "$out/relative_attention.cpp" -o "$out/relative_attention.o" &
   rel=$!
-  g++ $flags -DTXTCLS_WITH_CUDA=1 -include "$here/cuda_shim.hpp" -c "$here/check_relative.cpp" \
+  g++ $flags -include "$here/cuda_shim.hpp" -c "$here/check_relative.cpp" \
     -o "$out/check_relative.o"
   wait $rel
   g++ -pthread "$out/check_relative.o" "$out/relative_attention.o" -o "$out/check_relative"

@@ -18,57 +18,47 @@ template <class E> inline uint16_t enc(float x) {
   if constexpr (std::is_same_v<E, __half>) return txtcls::half::float_to_f16(x);
   else return txtcls::half::float_to_bf16(x);
 }
-template <class E>
-inline void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  const int lane = threadIdx.x % 32, base = threadIdx.x - lane;
-  Slot& me = g_slot[threadIdx.x];
-  std::memcpy(me.a, a, sizeof me.a); me.b[0] = b0; me.b[1] = b1;
-  __syncwarp();
-  float A[16][16], B[16][8];
-  for (int l = 0; l < 32; ++l) {
-    const Slot& s = g_slot[base + l];
-    const int g = l / 4, t = l % 4;
-    auto lo = [](uint32_t w) { return uint16_t(w & 0xFFFF); };
-    auto hi = [](uint32_t w) { return uint16_t(w >> 16); };
-    A[g][2 * t] = dec<E>(lo(s.a[0])); A[g][2 * t + 1] = dec<E>(hi(s.a[0]));
-    A[g + 8][2 * t] = dec<E>(lo(s.a[1])); A[g + 8][2 * t + 1] = dec<E>(hi(s.a[1]));
-    A[g][2 * t + 8] = dec<E>(lo(s.a[2])); A[g][2 * t + 9] = dec<E>(hi(s.a[2]));
-    A[g + 8][2 * t + 8] = dec<E>(lo(s.a[3])); A[g + 8][2 * t + 9] = dec<E>(hi(s.a[3]));
-    B[2 * t][g] = dec<E>(lo(s.b[0])); B[2 * t + 1][g] = dec<E>(hi(s.b[0]));
-    B[2 * t + 8][g] = dec<E>(lo(s.b[1])); B[2 * t + 9][g] = dec<E>(hi(s.b[1]));
-  }
-  __syncwarp();
-  const int g = lane / 4, t = lane % 4;
-  for (int e = 0; e < 4; ++e) {
-    const int r = g + 8 * (e / 2), c = 2 * t + e % 2;
-    float acc = d[e];
-    for (int k = 0; k < 16; ++k) acc += A[r][k] * B[k][c];
-    d[e] = acc;
-  }
-}
-// m16n8k8 on TF32 registers (the float bits, rounded by to_tf32).
-inline void mma_1688_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+// One warp-wide m16n8kK product: every lane posts its fragments, each lane rebuilds A (16 x K) and
+// B (K x 8) from all 32 with `unpack(slot, g, t, A, B)` (the instruction's fragment layout) and
+// adds its four elements of A B to d.
+template <int K, class Unpack>
+inline void warp_product(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, Unpack unpack) {
   const int lane = threadIdx.x % 32, base = threadIdx.x - lane;
   Slot& me = g_slot[threadIdx.x];
   std::memcpy(me.a, a, sizeof me.a);
   me.b[0] = b0, me.b[1] = b1;
   __syncwarp();
-  auto f = [](uint32_t u) { float x; std::memcpy(&x, &u, 4); return x; };
-  float A[16][8], B[8][8];
-  for (int l = 0; l < 32; ++l) {
-    const Slot& s = g_slot[base + l];
-    const int g = l / 4, t = l % 4;
-    A[g][t] = f(s.a[0]), A[g + 8][t] = f(s.a[1]), A[g][t + 4] = f(s.a[2]), A[g + 8][t + 4] = f(s.a[3]);
-    B[t][g] = f(s.b[0]), B[t + 4][g] = f(s.b[1]);
-  }
+  float A[16][K], B[K][8];
+  for (int l = 0; l < 32; ++l) unpack(g_slot[base + l], l / 4, l % 4, A, B);
   __syncwarp();
   const int g = lane / 4, t = lane % 4;
   for (int e = 0; e < 4; ++e) {
     const int r = g + 8 * (e / 2), c = 2 * t + e % 2;
     float acc = d[e];
-    for (int k = 0; k < 8; ++k) acc += A[r][k] * B[k][c];
+    for (int k = 0; k < K; ++k) acc += A[r][k] * B[k][c];
     d[e] = acc;
   }
+}
+template <class E>
+inline void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  warp_product<16>(d, a, b0, b1, [](const Slot& s, int g, int t, float (&A)[16][16], float (&B)[16][8]) {
+    auto lo = [](uint32_t w) { return dec<E>(uint16_t(w & 0xFFFF)); };
+    auto hi = [](uint32_t w) { return dec<E>(uint16_t(w >> 16)); };
+    A[g][2 * t] = lo(s.a[0]), A[g][2 * t + 1] = hi(s.a[0]);
+    A[g + 8][2 * t] = lo(s.a[1]), A[g + 8][2 * t + 1] = hi(s.a[1]);
+    A[g][2 * t + 8] = lo(s.a[2]), A[g][2 * t + 9] = hi(s.a[2]);
+    A[g + 8][2 * t + 8] = lo(s.a[3]), A[g + 8][2 * t + 9] = hi(s.a[3]);
+    B[2 * t][g] = lo(s.b[0]), B[2 * t + 1][g] = hi(s.b[0]);
+    B[2 * t + 8][g] = lo(s.b[1]), B[2 * t + 9][g] = hi(s.b[1]);
+  });
+}
+// m16n8k8 on TF32 registers (the float bits, rounded by to_tf32).
+inline void mma_1688_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  warp_product<8>(d, a, b0, b1, [](const Slot& s, int g, int t, float (&A)[16][8], float (&B)[8][8]) {
+    auto f = [](uint32_t u) { float x; std::memcpy(&x, &u, 4); return x; };
+    A[g][t] = f(s.a[0]), A[g + 8][t] = f(s.a[1]), A[g][t + 4] = f(s.a[2]), A[g + 8][t + 4] = f(s.a[3]);
+    B[t][g] = f(s.b[0]), B[t + 4][g] = f(s.b[1]);
+  });
 }
 // Rounds to 10 mantissa bits, to nearest with ties away from zero (cvt.rna.tf32.f32).
 inline uint32_t to_tf32(float x) {

@@ -233,6 +233,7 @@ inline constexpr int64_t kAttentionBlockQ = 64, kAttentionBlockK = 64;
 // The GPU path of scaled_dot_product_attention (kernels/attention.cu): the same contract; the
 // kernels read q, k, v and the score terms in place (rows with unit stride) and save the output
 // and lse for the backward, which recomputes the probabilities.
+// A score term (any element type: values or a boolean mask) as the kernels address it.
 template <class T>
 cuda::AttnTerm<T> cuda_term(const Tensor<T>& t, const Shape& scores) {
   if (!t.defined()) return {};
@@ -243,6 +244,28 @@ cuda::AttnTerm<T> cuda_term(const Tensor<T>& t, const Shape& scores) {
 template <class T>
 cuda::AttnRows<const T> cuda_rows(const Tensor<T>& t) {
   return {t.data(), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+// The kernels' view of a call's options: dims, scale, causal, the score terms (bias, mask,
+// allowed: o's, or the copies given, already where the kernels read them, with their strides
+// broadcast to the scores) and the dropout reservation from o's generator. The q, k, v rows and
+// the key lengths (a device copy) are the caller's to set.
+template <class T>
+cuda::AttentionArgs<T> cuda_attention_args(const AttentionOptions<T>& o, const AttentionDims& d, const Tensor<T>& bias,
+                                           const Tensor<T>& mask, const Tensor<uint8_t>& allowed) {
+  cuda::AttentionArgs<T> a;
+  a.B = d.B, a.H = d.H, a.Lq = d.Lq, a.Lk = d.Lk, a.D = d.D, a.Dv = d.Dv;
+  a.scale = attention_scale(o, d.D);
+  a.causal = o.causal;
+  a.bias = cuda_term(bias, d.scores());
+  a.mask = cuda_term(mask, d.scores());
+  a.allowed = cuda_term(allowed, d.scores());
+  if (o.dropout_p > 0) {  // the CPU op's reservation: the same counters, the same mask
+    const ScoreDropout draw = reserve_score_dropout(o.dropout_p, o.generator, d.B * d.H * d.Lq * d.Lk);
+    a.dropout_p = draw.p, a.seed = draw.seed, a.base = draw.base;
+    a.drop_scale = dropout_scale<T>(o.dropout_p);
+  }
+  return a;
 }
 
 template <class T>
@@ -261,28 +284,17 @@ Tensor<T> attention_cuda(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>
   sv.q = unit_rows(q);
   sv.k = unit_rows(k);
   sv.v = unit_rows(v);
+  if (o.bias.defined()) sv.bias = o.bias.detach();
+  if (o.mask.defined()) sv.mask = o.mask.detach();
+  sv.allowed = o.allowed;
+  sv.a = cuda_attention_args(o, d, sv.bias, sv.mask, sv.allowed);
   cuda::AttentionArgs<T>& a = sv.a;
-  a.B = d.B, a.H = d.H, a.Lq = d.Lq, a.Lk = d.Lk, a.D = d.D, a.Dv = d.Dv;
   a.q = cuda_rows(sv.q);
   a.k = cuda_rows(sv.k);
   a.v = cuda_rows(sv.v);
-  a.scale = attention_scale(o, d.D);
   if (o.key_lengths.defined()) {  // checked on the host; the kernels read a device copy
     sv.lengths = from_vector<int64_t>(o.key_lengths.to_vector(), {d.B}).to(dev);
     a.key_lengths = sv.lengths.data();
-  }
-  a.causal = o.causal;
-  if (o.bias.defined()) sv.bias = o.bias.detach(), a.bias = cuda_term(sv.bias, d.scores());
-  if (o.mask.defined()) sv.mask = o.mask.detach(), a.mask = cuda_term(sv.mask, d.scores());
-  if (o.allowed.defined()) {
-    sv.allowed = o.allowed;
-    const Shape s = broadcast_strides(o.allowed.shape(), o.allowed.strides(), d.scores());
-    a.allowed = {o.allowed.data(), s[0], s[1], s[2], s[3]};
-  }
-  if (o.dropout_p > 0) {  // the CPU op's reservation: the same counters, the same mask
-    const ScoreDropout draw = reserve_score_dropout(o.dropout_p, o.generator, d.B * d.H * d.Lq * d.Lk);
-    a.dropout_p = draw.p, a.seed = draw.seed, a.base = draw.base;
-    a.drop_scale = dropout_scale<T>(o.dropout_p);
   }
   Tensor<T> out({d.B, d.H, d.Lq, d.Dv}, dev);
   sv.lse = Tensor<T>({d.B, d.H, d.Lq}, dev);

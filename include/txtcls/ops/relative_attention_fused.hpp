@@ -350,11 +350,7 @@ Tensor<T> relative_attention_cuda(const Tensor<T>& q, const Tensor<T>& k, const 
       ra.seg_mat_s = sv.seg_mat.stride(3);
     }
   }
-  if (o.mask.defined()) {
-    sv.mask = o.mask.to(dev);
-    const Shape s = broadcast_strides(sv.mask.shape(), sv.mask.strides(), d.scores());
-    ra.mask = {sv.mask.data(), s[0], s[1], s[2], s[3]};
-  }
+  if (o.mask.defined()) sv.mask = o.mask.to(dev), ra.mask = cuda_term(sv.mask, d.scores());
   // The CPU op's counters: the same mask.
   const ScoreDropout draw = reserve_score_dropout(o.dropout_p, o.generator, d.B * d.H * d.Lq * d.Lk);
   a.dropout_p = draw.p, a.seed = draw.seed, a.base = draw.base, a.drop_scale = dropout_scale<T>(draw.p);
