@@ -9,7 +9,10 @@ same thread count, in one run, and prints the ratio torch time / fused time (> 1
 Both sides are measured in every round, one after the other, and the best time of each over the
 rounds is kept, so a machine shared with other jobs penalises both alike. FLOPs are counted as
 FlashAttention's benchmarks do: 4*B*H*L*L*D forward, 2.5x that for the backward alone, so 3.5x
-for forward+backward; halved when causal.
+for forward+backward; halved when causal. The program's `peak/fma` benchmark measures the machine's
+FMA peak in the same rounds, and the last column says which ratio a kernel running at that peak
+would reach: the ceiling for any implementation on this machine. --causal yes|no limits the run
+to causal or non-causal shapes.
 """
 import argparse
 import json
@@ -30,6 +33,8 @@ def parse_args():
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--naive-max-gib", type=float, default=2.0)
+    ap.add_argument("--causal", choices=("both", "yes", "no"), default="both",
+                    help="run causal shapes, non-causal ones, or both")
     return ap.parse_args()
 
 
@@ -57,10 +62,18 @@ def torch_case(B, H, L, D, causal, backward, min_time):
     return torch_time(sdpa_step(q, k, v, gout, causal, backward), min_time)
 
 
+def causal_values(args):
+    return {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
+
+
+def causal_filter(args):
+    return {"both": "", "yes": ".*/causal:1/", "no": ".*/causal:0/"}[args.causal]
+
+
 def ours(args):
     cmd = [args.bench, "--threads", str(args.threads), "--batch", str(args.batch), "--heads", str(args.heads),
            "--seqs", args.seqs, "--dims", args.dims, "--impls", args.impls,
-           "--naive-max-gib", str(args.naive_max_gib), "--benchmark_format=json", "--benchmark_filter=^sdpa/",
+           "--naive-max-gib", str(args.naive_max_gib), "--benchmark_format=json", f"--benchmark_filter=^(sdpa/{causal_filter(args)}|peak/fma)",
            f"--benchmark_min_time={args.min_time}"]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
@@ -68,6 +81,9 @@ def ours(args):
     for b in json.loads(out)["benchmarks"]:
         # sdpa/<impl>/<pass>/B:../H:../L:../D:../causal:../real_time
         parts = b["name"].split("/")
+        if parts[0] == "peak":  # the FMA peak: FLOP/s that no kernel can beat (attention_fma_peak.cpp)
+            res[("peak",)] = 1.0 / (b["TFLOP"] * 1e12)  # kept as seconds per FLOP, so min() is best
+            continue
         if parts[0] != "sdpa":  # other attention benchmarks share the program
             continue
         impl, pss = parts[1], parts[2]
@@ -81,6 +97,11 @@ def flops(B, H, L, D, causal, backward):
     return 4.0 * B * H * L * L * D * (3.5 if backward else 1.0) * (0.5 if causal else 1.0)
 
 
+def possible(fl, torch_time, peak):
+    """torch time / the time of the counted FLOPs at the FMA peak: no kernel's ratio can exceed it."""
+    return f"{torch_time * peak / fl:13.2f}" if peak else f"{'-':>13}"
+
+
 def main():
     args = ARGS
     torch.set_num_threads(args.threads)
@@ -92,20 +113,24 @@ def main():
             best[key] = min(best.get(key, float("inf")), t)
         for D in dims:
             for L in seqs:
-                for causal in (False, True):
+                for causal in causal_values(args):
                     for backward in (False, True):
                         t = torch_case(args.batch, args.heads, L, D, causal, backward, args.min_time)
                         k = ("torch", L, D, causal, backward)
                         best[k] = min(best.get(k, float("inf")), t)
         print(f"round {r + 1}/{args.rounds} done", flush=True)
 
+    peak = 1.0 / best[("peak",)] if ("peak",) in best else None
     print(f"threads={args.threads} batch={args.batch} heads={args.heads} torch={torch.__version__} "
           f"rounds={args.rounds} (best of rounds)")
+    if peak:
+        print(f"FMA peak ({args.threads} threads, independent FMA chains): {peak / 1e12:.4f} TFLOP/s; "
+              "'best possible' = the ratio a kernel running the counted FLOPs at that peak would reach")
     print(f"{'L':>5} {'D':>4} {'causal':>6} {'pass':>8} {'naive ms':>10} {'fused ms':>10} {'torch ms':>10} "
-          f"{'torch/fused':>11} {'fused TFLOP/s':>13} {'torch TFLOP/s':>13}")
+          f"{'torch/fused':>11} {'fused TFLOP/s':>13} {'torch TFLOP/s':>13} {'best possible':>13}")
     for D in dims:
         for L in seqs:
-            for causal in (False, True):
+            for causal in causal_values(args):
                 for backward in (False, True):
                     key = (L, D, causal, backward)
                     naive, fused, tt = (best.get((impl,) + key) for impl in ("naive", "fused", "torch"))
@@ -114,7 +139,7 @@ def main():
                     ratio = f"{tt / fused:11.2f}" if fused and tt else f"{'-':>11}"
                     ftf = f"{fl / fused / 1e12:13.4f}" if fused else f"{'-':>13}"
                     print(f"{L:5d} {D:4d} {str(causal):>6} {'fwd+bwd' if backward else 'fwd':>8} {fmt(naive)} "
-                          f"{fmt(fused)} {fmt(tt)} {ratio} {ftf} {fl / tt / 1e12:13.4f}")
+                          f"{fmt(fused)} {fmt(tt)} {ratio} {ftf} {fl / tt / 1e12:13.4f} {possible(fl, tt, peak)}")
 
 
 if __name__ == "__main__":
