@@ -12,6 +12,7 @@
 
 #include "txtcls/nn/relative_attention.hpp"
 #include "txtcls/ops/relative_attention_fused.hpp"
+#include "check_util.hpp"
 #include "host_backend.hpp"
 
 using namespace txtcls;
@@ -95,30 +96,17 @@ Res<T> run(const Case& c, int path) {  // 0 cpu fused, 1 emulated cuda, 2 refere
   return r;
 }
 
-template <class T>
-double err(const Tensor<T>& a, const Tensor<T>& b) {
-  if (!a.defined() || !b.defined() || a.shape() != b.shape()) return 1e300;
-  auto va = a.to_vector(), vb = b.to_vector();
-  double e = 0, top = 0;
-  for (size_t i = 0; i < va.size(); ++i) {
-    if (!std::isfinite(double(va[i]))) return 1e300;
-    e = std::max(e, std::abs(double(va[i]) - double(vb[i])));
-    top = std::max(top, std::abs(double(vb[i])));
-  }
-  return top > 0 ? e / top : e;
-}
-
 // Emulated CUDA (1) against the CPU fused op (0) and the reference (2); names the tensors past
 // the tolerance. Returns whether all are within it.
 template <class T>
 bool check(const Case& c) {
   const double tol = sizeof(T) == 4 ? 1e-5 : 1e-12;
   Res<T> e = run<T>(c, 1), f = run<T>(c, 0), r = run<T>(c, 2);
-  double w = std::max({err(e.out, f.out), err(e.probs, f.probs), err(e.out, r.out), err(e.probs, r.probs)});
+  double w = std::max({emu::rel_err(e.out, f.out), emu::rel_err(e.probs, f.probs), emu::rel_err(e.out, r.out), emu::rel_err(e.probs, r.probs)});
   std::string bad = w > tol ? " out/probs" : "";
   const char* names[] = {"q", "k", "v", "kr", "r_w_bias", "r_r_bias", "r_s_bias", "seg_embed"};
   for (size_t i = 0; i < e.g.size(); ++i) {
-    const double ei = std::max(err(e.g[i], f.g[i]), err(e.g[i], r.g[i]));
+    const double ei = std::max(emu::rel_err(e.g[i], f.g[i]), emu::rel_err(e.g[i], r.g[i]));
     if (ei > tol) bad += std::string(" ") + names[i];
     w = std::max(w, ei);
   }

@@ -1,20 +1,22 @@
-// The CUDA constructs the attention kernels use, emulated on the host so that a kernel's source
-// can be checked without a GPU (tools/cuda_emulate/run.sh): every CUDA thread of a block is an OS
-// thread, __syncthreads and __syncwarp are real barriers, shuffles and wmma are warp-collective
-// exchanges, 16-bit types keep their bits, and shared memory starts as NaN (0xFF bytes), so a read
-// of anything not written first shows in the results. Blocks run one after another. Slow (a few
-// blocks per second) and blind to timing, bank conflicts and register limits: a check of the
+// The CUDA constructs the attention, relative attention and graph attention kernels use,
+// emulated on the host so that a kernel's source can be checked without a GPU
+// (tools/cuda_emulate/run.sh): every CUDA thread of a block is a fiber with its own stack
+// (fibers.hpp), __syncthreads and __syncwarp are real barriers (a warp whose lanes wait at
+// different barriers is reported as the deadlock it would be), shuffles and wmma are
+// warp-collective exchanges, 16-bit types keep their bits, and shared memory starts as NaN (0xFF
+// bytes), so a read of anything not written first shows in the results. Blocks run one after
+// another on one OS thread. Blind to timing, bank conflicts and register limits, and to races
+// between threads that a barrier does not order (fibers switch only at barriers): a check of the
 // logic (indexing, fragment layouts, barriers, masking), not a substitute for the GPU tests.
 #pragma once
-#include <barrier>
 #include <cmath>
 #include <math.h>
 #include <cstring>
-#include <thread>
 #include <type_traits>
 #include <vector>
 #include <memory>
 #include <functional>
+#include "fibers.hpp"
 #include "txtcls/io/half.hpp"
 #define __global__
 #define __device__
@@ -27,19 +29,22 @@ struct dim3 { unsigned x = 1, y = 1, z = 1; dim3(unsigned a = 1, unsigned b = 1,
 struct uint3e { unsigned x = 0, y = 0, z = 0; };
 inline thread_local uint3e threadIdx, blockIdx;
 inline thread_local dim3 blockDim, gridDim;
-inline std::barrier<>* g_bar = nullptr;
-inline std::vector<std::unique_ptr<std::barrier<>>> g_warp;
-inline double g_shfl[1024];
-inline void __syncthreads() { g_bar->arrive_and_wait(); }
-inline void __syncwarp() { g_warp[threadIdx.x / 32]->arrive_and_wait(); }
+alignas(8) inline unsigned char g_shfl[1024][8];  // a lane's value in a shuffle, as bytes (any type up to 8)
+inline void __syncthreads() { emu::wait_at(emu::State::at_block_barrier); }
+inline void __syncwarp() { emu::wait_at(emu::State::at_warp_barrier); }
 inline void __trap() { std::abort(); }
-template <class T> T __shfl_xor_sync(unsigned, T v, int off) {
-  g_shfl[threadIdx.x] = v;
+// Every lane posts its value, then reads lane `src` of its warp's.
+template <class T> T warp_exchange(T v, unsigned src) {
+  static_assert(sizeof(T) <= 8);
+  std::memcpy(g_shfl[threadIdx.x], &v, sizeof v);
   __syncwarp();
-  T r = static_cast<T>(g_shfl[threadIdx.x ^ off]);
+  T r;
+  std::memcpy(&r, g_shfl[(threadIdx.x & ~31u) + (src & 31u)], sizeof r);
   __syncwarp();
   return r;
 }
+template <class T> T __shfl_xor_sync(unsigned, T v, int off) { return warp_exchange(v, (threadIdx.x ^ off) & 31u); }
+template <class T> T __shfl_sync(unsigned, T v, int lane) { return warp_exchange(v, unsigned(lane)); }
 struct __half { uint16_t bits = 0; };
 struct __nv_bfloat16 { uint16_t bits = 0; };
 inline float __half2float(__half h) { return txtcls::half::f16_to_float(h.bits); }
@@ -121,24 +126,14 @@ inline int g_max_smem = 0;
 template <class K, class... A>
 void emu_launch(K kernel, dim3 grid, int block, int smem, cudaStream_t, A... args) {
   if (smem > g_max_smem) g_max_smem = smem;
+  if (block > 1024) std::fprintf(stderr, "emulation: block of %d threads\n", block), std::abort();
+  const std::function<void(unsigned)> body = [&](unsigned) { kernel(args...); };
   for (unsigned by = 0; by < grid.y; ++by)
     for (unsigned bx = 0; bx < grid.x; ++bx) {
-      std::barrier<> bar(block);
-      g_bar = &bar;
-      g_warp.clear();
-      for (int w = 0; w < block / 32; ++w) g_warp.push_back(std::make_unique<std::barrier<>>(32));
       std::memset(g_smem, 0xFF, sizeof g_smem);  // NaN garbage: an unwritten read shows
-      std::vector<std::thread> ts;
-      for (int t = 0; t < block; ++t)
-        ts.emplace_back([&, t] {
-          threadIdx = {unsigned(t), 0, 0};
-          blockIdx = {bx, by, 0};
-          blockDim = dim3(block);
-          gridDim = grid;
-          kernel(args...);
-          g_warp[t / 32]->arrive_and_drop();
-          bar.arrive_and_drop();
-        });
-      for (auto& th : ts) th.join();
+      blockIdx = {bx, by, 0};
+      blockDim = dim3(block);
+      gridDim = grid;
+      emu::run_block(block, body, [](unsigned t) { threadIdx = {t, 0, 0}; });
     }
 }

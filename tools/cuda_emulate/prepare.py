@@ -18,7 +18,7 @@ def prepare(text, kernels_dir):
     for h in ("<cuda_bf16.h>", "<cuda_fp16.h>", "<mma.h>"):
         text = text.replace(f"#include {h}\n", "")
     text = text.replace("#include <cmath>", '#include "cuda_shim.hpp"\n#include <cmath>', 1)
-    text = re.sub(r"(\w+(?:<T>|<E>)?)<<<(.*?)>>>\(", lambda m: f"emu_launch({m.group(1)}, {m.group(2)}, ", text,
+    text = re.sub(r"(\w+(?:<[^<>;]*>)?)\s*<<<(.*?)>>>\(", lambda m: f"emu_launch({m.group(1)}, {m.group(2)}, ", text,
                   flags=re.S)
     return re.sub(r"extern __shared__ (__align__\(\d+\) )?unsigned char (\w+)\[\];",
                   r"unsigned char* \2 = g_smem;", text)

@@ -1,8 +1,10 @@
 #!/bin/sh
-# Builds a host emulation of the tensor-core attention kernels or of the XLNet relative attention
-# kernels and runs its checks against the CPU ops (no GPU needed):
+# Builds a host emulation of the tensor-core attention kernels, the XLNet relative attention
+# kernels or the BP-Transformer graph attention kernels and runs its checks against the CPU ops
+# (no GPU needed):
 #   tools/cuda_emulate/run.sh attention [f16|bf16|tf32|all] [regs|tiles|all] [case index]
 #   tools/cuda_emulate/run.sh relative [case index]
+#   tools/cuda_emulate/run.sh graph [quick | case index]
 # Needs g++ (C++20) and Eigen, as the library does; python3 for prepare.py. The attention checks
 # take about a minute per type and design on two cores, the relative ones under a minute.
 set -eu
@@ -40,7 +42,16 @@ relative)
   wait $rel
   g++ -pthread "$out/check_relative.o" "$out/relative_attention.o" -o "$out/check_relative"
   exec "$out/check_relative" "$@" ;;
+graph)
+  # The same way for the BP-Transformer graph attention, over the CUDA test's own configurations.
+  python3 "$here/prepare.py" "$root" "$out" graph_attention.cu
+  g++ $flags -c "$out/graph_attention.cpp" -o "$out/graph_attention.o" &
+  graph=$!
+  g++ $flags -I"$root/tests/cuda" -include "$here/cuda_shim.hpp" -c "$here/check_graph.cpp" -o "$out/check_graph.o"
+  wait $graph
+  g++ -pthread "$out/check_graph.o" "$out/graph_attention.o" -o "$out/check_graph"
+  exec "$out/check_graph" "$@" ;;
 *)
-  echo "usage: $0 attention [f16|bf16|tf32|all] [regs|tiles|all] [case] | relative [case]" >&2
+  echo "usage: $0 attention [f16|bf16|tf32|all] [regs|tiles|all] [case] | relative [case] | graph [quick|case]" >&2
   exit 2 ;;
 esac

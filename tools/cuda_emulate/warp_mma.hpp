@@ -88,7 +88,7 @@ inline void ldsm_impl(uint32_t (&r)[4], const void* row, bool trans) {
 inline void ldsm_x4(uint32_t (&r)[4], const void* row) { ldsm_impl(r, row, false); }
 inline void ldsm_x4_trans(uint32_t (&r)[4], const void* row) { ldsm_impl(r, row, true); }
 struct Pending { void* dst; unsigned char data[16]; };
-inline thread_local std::vector<Pending> g_pending;
+inline std::vector<Pending> g_pending[1024];  // per CUDA thread of the running block
 inline long g_cp_count = 0;
 inline void cp_async_16(void* dst, const void* src, bool valid) {
   if (reinterpret_cast<uintptr_t>(dst) % 16 || (valid && reinterpret_cast<uintptr_t>(src) % 16)) {
@@ -97,12 +97,12 @@ inline void cp_async_16(void* dst, const void* src, bool valid) {
   Pending p; p.dst = dst;
   if (valid) std::memcpy(p.data, src, 16); else std::memset(p.data, 0, 16);
   std::memset(dst, 0xFF, 16);  // NaN until the wait
-  g_pending.push_back(p);
+  g_pending[threadIdx.x].push_back(p);
 }
 inline void cp_async_commit() {}
 inline void cp_async_wait_all() {
-  for (auto& p : g_pending) std::memcpy(p.dst, p.data, 16);
-  g_pending.clear();
+  for (auto& p : g_pending[threadIdx.x]) std::memcpy(p.dst, p.data, 16);
+  g_pending[threadIdx.x].clear();
 }
 inline float ex2_approx(float x) { return std::exp2(x); }
 template <class E> inline uint32_t pack2(float lo, float hi) {

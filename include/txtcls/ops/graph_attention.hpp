@@ -346,6 +346,17 @@ void graph_attention_backward(const GraphAttnProblem<T>& pb, const T* probs, con
   }
 }
 
+// What graph_attention settles before it picks a device (begin_graph_attention): the checked
+// sizes, the score scale and the dropout counters it reserves, E * H of them on either device.
+template <class T>
+struct GraphAttentionCall {
+  std::array<int64_t, 5> dims{};  // Nq, Nk, H, D, P
+  T scale = T(1);
+  bool drop = false;              // dropout applies (training and p > 0)
+  double p = 0.0;
+  uint64_t seed = 0, base = 0;
+};
+
 #ifdef TXTCLS_WITH_CUDA
 // Appends the edges grouped by key[e] (a stable counting sort, see group_edges) to buf as
 // [start (groups + 1) | edge (E) | query row of each edge (E)], and with run_len > 0 the groups
@@ -383,13 +394,14 @@ inline EdgeGroupOffsets append_edge_groups(std::vector<int64_t>& buf, const int6
   return o;
 }
 
-// The GPU path of graph_attention (shapes and the graph already checked, dropout counters already
-// reserved by the caller). The CSR goes to the device in one copy, [indptr | indices | rel].
+// The GPU path of graph_attention, after begin_graph_attention. The CSR goes to the device in one
+// copy, [indptr | indices | rel]. (On CPU tensors the same code runs the kernels' host emulation,
+// tools/cuda_emulate.)
 template <class T>
 Tensor<T> graph_attention_cuda(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const GraphCSR& graph,
-                               const Tensor<T>& rel_k, const std::array<int64_t, 5>& dims, T scale, bool drop,
-                               uint64_t seed, uint64_t base, double p, const char* op) {
+                               const Tensor<T>& rel_k, const GraphAttentionCall<T>& call, const char* op) {
   const Device dev = q.device();
+  const auto& dims = call.dims;
   for (const Tensor<T>* t : {&k, &v, &rel_k})
     TXTCLS_CHECK(!t->defined() || t->device() == dev, op, ": q is on ", dev.str(), " but the operand of shape ",
                  shape_str(t->shape()), " is on ", t->device().str(), " (all operands must share a device)");
@@ -412,9 +424,9 @@ Tensor<T> graph_attention_cuda(const Tensor<T>& q, const Tensor<T>& k, const Ten
     a.q = qc.data(), a.k = kc.data(), a.v = vc.data();
     a.r = has_rel ? rc.data() : nullptr;
     a.r_per_head = has_rel && rc.dim() == 3;
-    a.scale = scale;
-    a.drop = drop, a.seed = seed, a.base = base, a.p = p;
-    a.drop_scale = dropout_scale<T>(p);
+    a.scale = call.scale;
+    a.drop = call.drop, a.seed = call.seed, a.base = call.base, a.p = call.p;
+    a.drop_scale = dropout_scale<T>(call.p);
     return a;
   };
 
@@ -476,6 +488,23 @@ struct GraphAttentionOptions {
   bool training = true;         // dropout (and its counter reservation) only while training
 };
 
+namespace detail {
+template <class T>
+GraphAttentionCall<T> begin_graph_attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v,
+                                            const GraphCSR& graph, const Tensor<T>& rel_k,
+                                            const GraphAttentionOptions& opt, Generator& gen, const char* op) {
+  GraphAttentionCall<T> c;
+  c.dims = check_graph_attention_args(q, k, v, graph, rel_k, opt.dropout, op);
+  const int64_t H = c.dims[2], D = c.dims[3];
+  c.seed = gen.seed();
+  c.base = opt.training ? gen.reserve(static_cast<uint64_t>(graph.num_edges() * H)) : 0;
+  c.drop = opt.training && opt.dropout > 0.0;
+  c.p = opt.dropout;
+  c.scale = static_cast<T>(opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(D, 1))));
+  return c;
+}
+}  // namespace detail
+
 // q [Nq, H, D], k and v [Nk, H, D], graph with Nq rows and keys in [0, Nk); rel_k (optional)
 // [P, D] or [P, H, D] indexed by the graph's position ids -> [Nq, H, D]. See the top of the file.
 template <class T>
@@ -483,17 +512,15 @@ Tensor<T> graph_attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T
                           const Tensor<T>& rel_k = Tensor<T>(), const GraphAttentionOptions& opt = {},
                           Generator& gen = default_generator()) {
   const char* op = "graph_attention";
-  const auto dims = detail::check_graph_attention_args(q, k, v, graph, rel_k, opt.dropout, op);
-  const int64_t Nq = dims[0], Nk = dims[1], H = dims[2], D = dims[3], P = dims[4];
-  const int64_t E = graph.num_edges();
-  const bool training = opt.training;
-  const uint64_t seed = gen.seed(), base = training ? gen.reserve(static_cast<uint64_t>(E * H)) : 0;
-  const bool drop = training && opt.dropout > 0.0;
-  const T scale = static_cast<T>(opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(D, 1))));
+  const detail::GraphAttentionCall<T> call = detail::begin_graph_attention(q, k, v, graph, rel_k, opt, gen, op);
 #ifdef TXTCLS_WITH_CUDA
-  if (q.device().is_cuda())
-    return detail::graph_attention_cuda(q, k, v, graph, rel_k, dims, scale, drop, seed, base, opt.dropout, op);
+  if (q.device().is_cuda()) return detail::graph_attention_cuda(q, k, v, graph, rel_k, call, op);
 #endif
+  const int64_t Nq = call.dims[0], Nk = call.dims[1], H = call.dims[2], D = call.dims[3], P = call.dims[4];
+  const int64_t E = graph.num_edges();
+  const uint64_t seed = call.seed, base = call.base;
+  const bool drop = call.drop;
+  const T scale = call.scale;
   detail::require_cpu_operands(q, k, v, rel_k, op);
 
   // Saved for backward: contiguous detached operands and, when a gradient will be needed, a copy
@@ -550,18 +577,16 @@ Tensor<T> graph_attention_reference(const Tensor<T>& q, const Tensor<T>& k, cons
                                     const GraphCSR& graph, const Tensor<T>& rel_k = Tensor<T>(),
                                     const GraphAttentionOptions& opt = {}, Generator& gen = default_generator()) {
   const char* op = "graph_attention_reference";
-  const auto dims = detail::check_graph_attention_args(q, k, v, graph, rel_k, opt.dropout, op);
+  const detail::GraphAttentionCall<T> call = detail::begin_graph_attention(q, k, v, graph, rel_k, opt, gen, op);
   detail::require_cpu_operands(q, k, v, rel_k, op);
-  const int64_t Nq = dims[0], Nk = dims[1], H = dims[2], D = dims[3], P = dims[4];
-  const int64_t E = graph.num_edges();
-  const uint64_t seed = gen.seed(), base = opt.training ? gen.reserve(static_cast<uint64_t>(E * H)) : 0;
-  const double scale = opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(D, 1)));
+  const int64_t Nq = call.dims[0], Nk = call.dims[1], H = call.dims[2], P = call.dims[4];
+  const uint64_t seed = call.seed, base = call.base;
 
   // Dense edge maps: mask [Nq, Nk] (0 on edges, -inf elsewhere), position ids [H, Nq, Nk], and
   // the dropout factors [H, Nq, Nk].
   Tensor<T> mask = full<T>({Nq, Nk}, -std::numeric_limits<T>::infinity());
   Tensor<int64_t> pos = zeros<int64_t>({H, Nq, Nk});
-  const bool drop = opt.training && opt.dropout > 0.0;
+  const bool drop = call.drop;
   Tensor<T> factors = drop ? zeros<T>({H, Nq, Nk}) : Tensor<T>();
   const T dscale = detail::dropout_scale<T>(opt.dropout);
   for (int64_t i = 0; i < Nq; ++i)
@@ -585,7 +610,7 @@ Tensor<T> graph_attention_reference(const Tensor<T>& q, const Tensor<T>& k, cons
     Tensor<T> qr = rel_k.dim() == 2 ? matmul(Q, rel_k.t()) : matmul(Q, rel_k.permute({1, 2, 0}));  // [H, Nq, P]
     s = add(s, gather(qr, 2, pos));
   }
-  Tensor<T> a = softmax(mul(s, static_cast<T>(scale)), -1, mask);
+  Tensor<T> a = softmax(mul(s, call.scale), -1, mask);
   if (drop) a = mul(a, factors);
   return matmul(a, V).permute({1, 0, 2}).contiguous();
 }
