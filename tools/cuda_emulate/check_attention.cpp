@@ -1,13 +1,16 @@
 // The tensor-core attention kernels (kernels/attention_fa2.cu and attention_mma.cu), emulated on
-// the host (cuda_shim.hpp), against the CPU fused op in float: 16-bit operands on inputs rounded
-// to 16 bits (the checks of tests/cuda/test_cuda_attention_half.cpp) and float under TF32 through
-// attention_forward/backward (those of test_cuda_attention.cpp), for a machine without a GPU.
+// the host (cuda_shim.hpp), against the CPU fused op in float, over the CUDA tests' own
+// configurations, inputs and tolerances (tests/cuda/attention_cases.hpp): 16-bit operands on
+// inputs rounded to 16 bits (half_configs, as test_cuda_attention_half.cpp) and float under TF32
+// through attention_forward/backward (float_configs, as test_cuda_attention.cpp's TF32 case),
+// both designs, for a machine without a GPU.
 //   check_attention [f16|bf16|tf32|all] [regs|tiles|all] [case index]
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
+#include "attention_cases.hpp"
 #include "txtcls/cuda/attention.hpp"
 #include "txtcls/cuda/blas.hpp"
 #include "txtcls/io/half.hpp"
@@ -81,73 +84,37 @@ double rel_err(const Tensor<float>& got, const Tensor<float>& want, double scale
   return e / std::max(scale, 1e-3);
 }
 
-Tensor<float> random(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  return rand_uniform<float>(s, g, -2, 2);
-}
-
-// bias: 0 none, 1 [H, Lq, Lk], 2 [1, H, Lq, Lk], 3 [B, 1, 1, Lk], 4 [B, H, Lq, Lk], 5 [Lq, 1].
-struct Case {
-  int64_t B, H, Lq, Lk, D, Dv;
-  bool causal;
-  int bias;
-  bool lengths, mask, allowed;
-  double p;
-  bool permuted;
-};
-
-bool run(const Case& c, uint64_t seed) {
+// One configuration: the kernels under test against the CPU fused op on the same (rounded) inputs.
+bool run(const ct::Config& c, uint64_t seed) {
   const int64_t B = c.B, H = c.H, Lq = c.Lq, Lk = c.Lk, D = c.D, Dv = c.Dv;
-  Tensor<float> q = rounded(random({B, H, Lq, D}, seed)), k = rounded(random({B, H, Lk, D}, seed + 1)),
-                v = rounded(random({B, H, Lk, Dv}, seed + 2));
-  if (c.permuted) q = rounded(random({B, Lq, H, D}, seed)).permute({0, 2, 1, 3});
-  AttentionOptions<float> o;
-  Shape bs;
-  if (c.bias == 1) bs = {H, Lq, Lk};
-  if (c.bias == 2) bs = {1, H, Lq, Lk};
-  if (c.bias == 3) bs = {B, 1, 1, Lk};
-  if (c.bias == 4) bs = {B, H, Lq, Lk};
-  if (c.bias == 5) bs = {Lq, 1};
-  if (c.bias) o.bias = random(bs, seed + 3);
-  if (c.lengths) {
-    std::vector<int64_t> l(B);
-    for (int64_t b = 0; b < B; ++b) l[b] = (b * 7 + Lk / 2) % (Lk + 1);
-    l[0] = 0;
-    if (B > 1) l[B - 1] = Lk;
-    o.key_lengths = from_vector<int64_t>(l, {B});
-  }
-  o.causal = c.causal;
-  if (c.mask) {
-    auto m = random({B, 1, Lq, Lk}, seed + 4).to_vector();
-    for (size_t i = 0; i < m.size(); i += 5) m[i] = -INFINITY;
-    o.mask = from_vector<float>(m, {B, 1, Lq, Lk});
-  }
-  if (c.allowed) {
-    std::vector<uint8_t> a(H * Lq * Lk);
-    for (size_t i = 0; i < a.size(); ++i) a[i] = (i * 2654435761u >> 7) % 3 != 0;
-    o.allowed = from_vector<uint8_t>(a, {H, Lq, Lk});
-  }
-  Generator gen(99);
-  o.dropout_p = c.p;
+  const ct::Inputs<float> in = ct::make_inputs<float>(c, seed);
+  Tensor<float> q = rounded(in.q), k = rounded(in.k), v = rounded(in.v);
+  // Strided rows as the test uploads them ([B, Lq, H, D] in memory). A transposed k is copied by
+  // the op before the kernels (c.transposed), so the raw API gets it contiguous.
+  if (c.permuted) q = q.permute({0, 2, 1, 3}).contiguous().permute({0, 2, 1, 3});
+  AttentionOptions<float> o = in.o;
+  const Shape bs = c.bias;
+  Generator gen(1234);
   o.generator = &gen;
-  const Tensor<float> go = rounded(random({B, H, Lq, Dv}, seed + 5));
+  const Tensor<float> go = rounded(in.go);
 
   Tensor<float> qc = q.detach().set_requires_grad(), kc = k.detach().set_requires_grad(),
                 vc = v.detach().set_requires_grad();
   AttentionOptions<float> oc = o;
-  if (c.bias) oc.bias = o.bias.detach().set_requires_grad();
+  if (!bs.empty()) oc.bias = o.bias.detach().set_requires_grad();
   const Tensor<float> y = scaled_dot_product_attention(qc, kc, vc, oc);
   y.backward(go);
 
   // The op's own view of the options (dropout reserved from the CPU op's generator state).
   AttentionOptions<float> oe = o;
-  Generator gen2(99);
+  Generator gen2(1234);
   oe.generator = &gen2;
   cuda::AttentionHalfArgs ha;
   ha.opts = detail::cuda_attention_args(oe, {B, H, Lq, Lk, D, Dv}, o.bias, o.mask, o.allowed);
   const cuda::AttentionArgs<float>& a = ha.opts;
   std::vector<int64_t> lengths;
   if (c.lengths) lengths = o.key_lengths.to_vector(), ha.opts.key_lengths = lengths.data();
+  const bool bias = !bs.empty();
   Tensor<float> got_out, got_dq, got_dk, got_dv, part;
   if (g_mode == Mode::Tf32) {  // float tensors through the float entry points under TF32
     cuda::AttentionArgs<float> fa = a;
@@ -158,7 +125,7 @@ bool run(const Case& c, uint64_t seed) {
     got_dk = full<float>({B, H, Lk, D}, NAN), got_dv = full<float>({B, H, Lk, Dv}, NAN);
     Tensor<float> lse = full<float>({B, H, Lq}, NAN), delta = full<float>({B, H, Lq}, NAN);
     cuda::AttentionGrads<float> fg{got_dq.data(), got_dk.data(), got_dv.data(), nullptr, true, delta.data()};
-    if (c.bias) {
+    if (bias) {
       fg.dbias_per_query = a.bias.si != 0;
       part = zeros<float>({B, H, fg.dbias_per_query ? Lq : 1, Lk});
       fg.dbias = part.data();
@@ -179,7 +146,7 @@ bool run(const Case& c, uint64_t seed) {
         dv(B * H * Lk * Dv, poison);
     std::vector<float> lse(B * H * Lq, NAN), delta(B * H * Lq, NAN);
     cuda::AttentionHalfGrads hg{dq.data(), dk.data(), dv.data(), nullptr, true, delta.data()};
-    if (c.bias) {
+    if (bias) {
       hg.dbias_per_query = a.bias.si != 0;
       part = zeros<float>({B, H, hg.dbias_per_query ? Lq : 1, Lk});
       hg.dbias = part.data();
@@ -197,39 +164,18 @@ bool run(const Case& c, uint64_t seed) {
     e[2] = rel_err(got_dq, qc.grad(), max_abs(qc.grad()));
     e[3] = rel_err(got_dk, kc.grad(), max_abs(kc.grad()));
   }
-  if (c.bias && Lk > 1)  // a bias constant along the keys has a zero gradient: the summed terms set the scale
+  if (bias && Lk > 1)  // a bias constant along the keys has a zero gradient: the summed terms set the scale
     e[4] = rel_err(sum_to(part, bs), oc.bias.grad(), std::max(max_abs(oc.bias.grad()), max_abs(part)));
   bool ok = true;
   for (double x : e) ok = ok && x <= tol;
-  std::printf("%s %-5s %-4s B%ld H%ld Lq%ld Lk%ld D%ld Dv%ld causal%d bias%d lengths%d mask%d allowed%d p%.1f "
-              "permuted%d: out %.1e dv %.1e dq %.1e dk %.1e dbias %.1e\n",
-              ok ? "ok  " : "FAIL", cuda::attention_mma_kernel() == cuda::AttnMmaKernel::Registers ? "regs" : "tiles",
-              g_mode == Mode::F16 ? "f16" : g_mode == Mode::BF16 ? "bf16" : "tf32", long(B), long(H), long(Lq), long(Lk), long(D), long(Dv),
-              c.causal, c.bias, c.lengths, c.mask, c.allowed, c.p, c.permuted, e[0], e[1], e[2], e[3], e[4]);
+  std::printf("%s %-5s %-4s %s: out %.1e dv %.1e dq %.1e dk %.1e dbias %.1e\n", ok ? "ok  " : "FAIL",
+              cuda::attention_mma_kernel() == cuda::AttnMmaKernel::Registers ? "regs" : "tiles",
+              g_mode == Mode::F16 ? "f16" : g_mode == Mode::BF16 ? "bf16" : "tf32", ct::describe(c).c_str(), e[0], e[1],
+              e[2], e[3], e[4]);
   std::fflush(stdout);
   return ok;
 }
 
-const std::vector<Case> kCases = {
-    {1, 1, 1, 1, 16, 16, false, 0, false, false, false, 0, false},
-    {2, 2, 31, 31, 16, 16, false, 0, false, false, false, 0, false},
-    {2, 2, 65, 31, 64, 16, true, 0, false, false, false, 0, false},
-    {2, 2, 31, 65, 80, 24, true, 1, true, false, false, 0, true},
-    {2, 3, 65, 65, 16, 80, false, 2, true, true, false, 0, false},
-    {3, 2, 65, 130, 64, 64, true, 3, true, false, true, 0, false},
-    {2, 2, 130, 65, 128, 128, true, 3, false, true, true, 0.3, false},
-    {2, 2, 33, 47, 5, 7, false, 4, true, true, true, 0.2, true},
-    {2, 1, 3, 0, 16, 16, false, 0, false, false, false, 0, false},
-    {2, 2, 70, 40, 128, 16, true, 1, true, false, false, 0.5, false},
-    {2, 2, 1, 130, 64, 64, true, 5, true, true, false, 0.1, false},
-    {2, 2, 31, 1, 64, 64, false, 5, false, false, false, 0, false},
-    {2, 2, 100, 100, 96, 100, true, 3, true, false, false, 0, true},
-    {1, 2, 200, 200, 64, 64, false, 0, false, false, false, 0, false},
-    {1, 2, 200, 136, 128, 128, true, 0, false, false, false, 0, false},
-    {1, 1, 192, 192, 128, 128, false, 0, false, false, false, 0, true},
-    {2, 2, 129, 257, 64, 64, false, 0, true, false, false, 0, false},
-    {1, 2, 257, 129, 128, 128, true, 4, false, false, false, 0.2, false},
-};
 
 }  // namespace
 
@@ -245,8 +191,11 @@ int main(int argc, char** argv) {
     for (const cuda::AttnMmaKernel kern : {cuda::AttnMmaKernel::Registers, cuda::AttnMmaKernel::SharedTiles}) {
       if (kernels != "all" && (kernels == "regs") != (kern == cuda::AttnMmaKernel::Registers)) continue;
       cuda::set_attention_mma_kernel(kern);
-      for (size_t i = 0; i < kCases.size(); ++i)
-        if (which < 0 || static_cast<size_t>(which) == i) failed += !run(kCases[i], 10 + i), ++run_count;
+      // The tests' lists and seeds: 1300 + 10 (i + 1) for 16 bits, 900 + 10 (i + 1) for TF32.
+      const std::vector<ct::Config> cases = m == Mode::Tf32 ? ct::float_configs() : ct::half_configs();
+      const uint64_t seed0 = m == Mode::Tf32 ? 900 : 1300;
+      for (size_t i = 0; i < cases.size(); ++i)
+        if (which < 0 || static_cast<size_t>(which) == i) failed += !run(cases[i], seed0 + 10 * (i + 1)), ++run_count;
     }
   }
   std::printf("%d of %d configurations %s\n", run_count - failed, run_count, failed ? "passed: FAILURES" : "passed");

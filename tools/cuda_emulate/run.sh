@@ -24,7 +24,7 @@ attention)
   mma=$!
   g++ $flags -c "$out/attention.cpp" -o "$out/attention.o" &
   fma=$!
-  g++ $flags -c "$here/check_attention.cpp" -o "$out/check_attention.o"
+  g++ $flags -I"$root/tests/cuda" -c "$here/check_attention.cpp" -o "$out/check_attention.o"
   wait $fa2
   wait $mma
   wait $fma
