@@ -37,7 +37,7 @@ relative)
   python3 "$here/prepare.py" "$root" "$out" relative_attention.cu
   g++ $flags -c "$out/relative_attention.cpp" -o "$out/relative_attention.o" &
   rel=$!
-  g++ $flags -include "$here/cuda_shim.hpp" -c "$here/check_relative.cpp" \
+  g++ $flags -I"$root/tests/cuda" -include "$here/cuda_shim.hpp" -c "$here/check_relative.cpp" \
     -o "$out/check_relative.o"
   wait $rel
   g++ -pthread "$out/check_relative.o" "$out/relative_attention.o" -o "$out/check_relative"
