@@ -70,6 +70,42 @@ __device__ __forceinline__ int chunk_size(int64_t total, int64_t c) {
   return static_cast<int>(total - c < kWarp ? total - c : kWarp);
 }
 
+// A slice of a head row in registers: lane `lane` holds elements x * 32 + lane, x < V, of the
+// `left` elements from the slice's start (fewer than 32 V in the last slice).
+template <class T, int V>
+struct Slice {
+  T v[V];
+  int lane;
+  int64_t left;
+  __device__ __forceinline__ Slice(int lane_, int64_t left_) : lane(lane_), left(left_) {
+#pragma unroll
+    for (int x = 0; x < V; ++x) v[x] = T(0);
+  }
+  // v += w * row (row at the slice's start).
+  __device__ __forceinline__ void add(T w, const T* row) {
+#pragma unroll
+    for (int x = 0; x < V; ++x) {
+      const int64_t d = x * kWarp + lane;
+      if (d < left) v[x] += w * row[d];
+    }
+  }
+  // v += w * (a + b), for a key row plus its position row.
+  __device__ __forceinline__ void add(T w, const T* a, const T* b) {
+#pragma unroll
+    for (int x = 0; x < V; ++x) {
+      const int64_t d = x * kWarp + lane;
+      if (d < left) v[x] += w * (a[d] + b[d]);
+    }
+  }
+  __device__ __forceinline__ void store(T* row) const {
+#pragma unroll
+    for (int x = 0; x < V; ++x) {
+      const int64_t d = x * kWarp + lane;
+      if (d < left) row[d] = v[x];
+    }
+  }
+};
+
 // V: head-dim elements per lane held in registers (the head dim runs in slices of 32 V).
 template <class T, int V>
 __global__ void __launch_bounds__(kBlock) forward_kernel(const GraphAttnArgs<T> a, T* __restrict__ out,
@@ -121,9 +157,7 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const GraphAttnArgs<T> 
     // Sweep 3 (per slice of the head dim): the weights (stored by the first slice) and the output.
     T* oi = out + i * HD + h * D;
     for (int64_t d0 = 0; d0 < D; d0 += V * kWarp) {
-      T acc[V];
-#pragma unroll
-      for (int x = 0; x < V; ++x) acc[x] = T(0);
+      Slice<T, V> acc(lane, D - d0);
       for (int64_t c = 0; c < deg; c += kWarp) {
         const int n = chunk_size(deg, c);
         const int64_t e_mine = b + c + lane;
@@ -138,19 +172,10 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const GraphAttnArgs<T> 
         }
         for (int u = 0; u < n; ++u) {
           const T wt = __shfl_sync(kFull, w_mine, u);
-          const T* vj = a.v + __shfl_sync(kFull, j_mine, u) * HD + h * D + d0;
-#pragma unroll
-          for (int x = 0; x < V; ++x) {
-            const int64_t d = x * kWarp + lane;
-            if (d0 + d < D) acc[x] += wt * vj[d];
-          }
+          acc.add(wt, a.v + __shfl_sync(kFull, j_mine, u) * HD + h * D + d0);
         }
       }
-#pragma unroll
-      for (int x = 0; x < V; ++x) {
-        const int64_t d = d0 + x * kWarp + lane;
-        if (d < D) oi[d] = acc[x];
-      }
+      acc.store(oi + d0);
     }
   }
 }
@@ -200,9 +225,7 @@ __global__ void __launch_bounds__(kBlock) backward_query_kernel(const GraphAttnA
     // Sweep 3: gq, one slice of the head dim at a time.
     T* gqi = gq + i * HD + h * D;
     for (int64_t d0 = 0; d0 < D; d0 += V * kWarp) {
-      T acc[V];
-#pragma unroll
-      for (int x = 0; x < V; ++x) acc[x] = T(0);
+      Slice<T, V> acc(lane, D - d0);
       for (int64_t c = 0; c < deg; c += kWarp) {
         const int n = chunk_size(deg, c);
         const int64_t e_mine = b + c + lane;
@@ -217,27 +240,11 @@ __global__ void __launch_bounds__(kBlock) backward_query_kernel(const GraphAttnA
           const T s = __shfl_sync(kFull, s_mine, u);
           const T* kj = a.k + __shfl_sync(kFull, j_mine, u) * HD + h * D + d0;
           const int64_t p = __shfl_sync(kFull, p_mine, u);
-          if (a.rel) {
-            const T* r = rel_row(a, p, h) + d0;
-#pragma unroll
-            for (int x = 0; x < V; ++x) {
-              const int64_t d = x * kWarp + lane;
-              if (d0 + d < D) acc[x] += s * (kj[d] + r[d]);
-            }
-          } else {
-#pragma unroll
-            for (int x = 0; x < V; ++x) {
-              const int64_t d = x * kWarp + lane;
-              if (d0 + d < D) acc[x] += s * kj[d];
-            }
-          }
+          if (a.rel) acc.add(s, kj, rel_row(a, p, h) + d0);
+          else acc.add(s, kj);
         }
       }
-#pragma unroll
-      for (int x = 0; x < V; ++x) {
-        const int64_t d = d0 + x * kWarp + lane;
-        if (d < D) gqi[d] = acc[x];
-      }
+      acc.store(gqi + d0);
     }
   }
 }
@@ -255,9 +262,7 @@ __global__ void __launch_bounds__(kBlock) backward_key_kernel(const GraphAttnArg
     const int64_t j = w / H, h = w % H;
     const int64_t b = g.start[j], cnt = g.start[j + 1] - b;
     for (int64_t d0 = 0; d0 < D; d0 += V * kWarp) {
-      T ak[V], av[V];
-#pragma unroll
-      for (int x = 0; x < V; ++x) ak[x] = av[x] = T(0);
+      Slice<T, V> ak(lane, D - d0), av(lane, D - d0);
       for (int64_t c = 0; c < cnt; c += kWarp) {
         const int n = chunk_size(cnt, c);
         int64_t i_mine = 0;
@@ -271,24 +276,12 @@ __global__ void __launch_bounds__(kBlock) backward_key_kernel(const GraphAttnArg
         for (int u = 0; u < n; ++u) {
           const int64_t off = __shfl_sync(kFull, i_mine, u) * HD + h * D + d0;
           const T s = __shfl_sync(kFull, s_mine, u), wt = __shfl_sync(kFull, w_mine, u);
-#pragma unroll
-          for (int x = 0; x < V; ++x) {
-            const int64_t d = x * kWarp + lane;
-            if (d0 + d < D) {
-              if (gk) ak[x] += s * a.q[off + d];
-              if (gv) av[x] += wt * go[off + d];
-            }
-          }
+          if (gk) ak.add(s, a.q + off);
+          if (gv) av.add(wt, go + off);
         }
       }
-#pragma unroll
-      for (int x = 0; x < V; ++x) {
-        const int64_t d = d0 + x * kWarp + lane;
-        if (d < D) {
-          if (gk) gk[j * HD + h * D + d] = ak[x];
-          if (gv) gv[j * HD + h * D + d] = av[x];
-        }
-      }
+      if (gk) ak.store(gk + j * HD + h * D + d0);
+      if (gv) av.store(gv + j * HD + h * D + d0);
     }
   }
 }
@@ -306,9 +299,7 @@ __global__ void __launch_bounds__(kBlock) rel_part_kernel(const GraphAttnArgs<T>
     const int64_t b = g.run_bound[run], cnt = g.run_bound[run + 1] - b;
     T* row = part + w * D;  // [runs, Hr, D]
     for (int64_t d0 = 0; d0 < D; d0 += V * kWarp) {
-      T acc[V];
-#pragma unroll
-      for (int x = 0; x < V; ++x) acc[x] = T(0);
+      Slice<T, V> acc(lane, D - d0);
       for (int64_t c = 0; c < cnt; c += kWarp) {
         const int n = chunk_size(cnt, c);
         int64_t e_mine = 0, i_mine = 0;
@@ -320,20 +311,11 @@ __global__ void __launch_bounds__(kBlock) rel_part_kernel(const GraphAttnArgs<T>
           const int64_t e = __shfl_sync(kFull, e_mine, u), i = __shfl_sync(kFull, i_mine, u);
           for (int64_t h = h_begin; h < h_end; ++h) {
             const T s = ds[e * H + h];  // the same address in every lane: one broadcast load
-            const T* qh = a.q + i * HD + h * D + d0;
-#pragma unroll
-            for (int x = 0; x < V; ++x) {
-              const int64_t d = x * kWarp + lane;
-              if (d0 + d < D) acc[x] += s * qh[d];
-            }
+            acc.add(s, a.q + i * HD + h * D + d0);
           }
         }
       }
-#pragma unroll
-      for (int x = 0; x < V; ++x) {
-        const int64_t d = d0 + x * kWarp + lane;
-        if (d < D) row[d] = acc[x];
-      }
+      acc.store(row + d0);
     }
   }
 }
