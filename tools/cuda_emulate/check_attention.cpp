@@ -3,8 +3,9 @@
 // configurations, inputs and tolerances (tests/cuda/attention_cases.hpp): 16-bit operands on
 // inputs rounded to 16 bits (half_configs, as test_cuda_attention_half.cpp) and float under TF32
 // through attention_forward/backward (float_configs, as test_cuda_attention.cpp's TF32 case),
-// both designs, for a machine without a GPU.
-//   check_attention [f16|bf16|tf32|all] [regs|tiles|all] [case index]
+// both designs; and float on the FMA kernels (kernels/attention.cu, TF32 off: float_configs as the
+// test's float case, tolerance 1e-5), for a machine without a GPU.
+//   check_attention [f16|bf16|tf32|fp32|all] [regs|tiles|all] [case index]
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -32,16 +33,20 @@ using namespace txtcls;
 
 namespace {
 
-enum class Mode { F16, BF16, Tf32 };
+enum class Mode { F16, BF16, Tf32, Fp32 };  // Fp32: the FMA kernels (attention.cu), TF32 off
 Mode g_mode = Mode::F16;
 cuda::AttnHalf g_type = cuda::AttnHalf::F16;
+
+const char* mode_name(Mode m) {
+  return m == Mode::F16 ? "f16" : m == Mode::BF16 ? "bf16" : m == Mode::Tf32 ? "tf32" : "fp32";
+}
 
 uint16_t narrow(float x) { return g_type == cuda::AttnHalf::F16 ? half::float_to_f16(x) : half::float_to_bf16(x); }
 float widen(uint16_t x) { return g_type == cuda::AttnHalf::F16 ? half::f16_to_float(x) : half::bf16_to_float(x); }
 
 // 16-bit modes: the inputs rounded to 16 bits (both sides see the same values); TF32: unchanged.
 Tensor<float> rounded(const Tensor<float>& t) {
-  if (g_mode == Mode::Tf32) return t.contiguous();
+  if (g_mode == Mode::Tf32 || g_mode == Mode::Fp32) return t.contiguous();
   auto v = t.contiguous().to_vector();
   for (auto& x : v) x = widen(narrow(x));
   return from_vector<float>(v, t.shape());
@@ -116,7 +121,7 @@ bool run(const ct::Config& c, uint64_t seed) {
   if (c.lengths) lengths = o.key_lengths.to_vector(), ha.opts.key_lengths = lengths.data();
   const bool bias = !bs.empty();
   Tensor<float> got_out, got_dq, got_dk, got_dv, part;
-  if (g_mode == Mode::Tf32) {  // float tensors through the float entry points under TF32
+  if (g_mode == Mode::Tf32 || g_mode == Mode::Fp32) {  // float tensors through the float entry points
     cuda::AttentionArgs<float> fa = a;
     fa.q = {q.data(), q.stride(0), q.stride(1), q.stride(2)};
     fa.k = {k.data(), k.stride(0), k.stride(1), k.stride(2)};
@@ -130,7 +135,7 @@ bool run(const ct::Config& c, uint64_t seed) {
       part = zeros<float>({B, H, fg.dbias_per_query ? Lq : 1, Lk});
       fg.dbias = part.data();
     }
-    cuda::set_allow_tf32(true);
+    cuda::set_allow_tf32(g_mode == Mode::Tf32);
     cuda::attention_forward<float>(fa, got_out.data(), lse.data());
     cuda::attention_backward<float>(fa, got_out.data(), {go.data(), go.stride(0), go.stride(1), go.stride(2)},
                                     lse.data(), fg);
@@ -158,7 +163,7 @@ bool run(const ct::Config& c, uint64_t seed) {
     got_dk = widened(dk, {B, H, Lk, D}), got_dv = widened(dv, {B, H, Lk, Dv});
   }
 
-  const double tol = g_mode == Mode::BF16 ? 2e-2 : 1e-2;
+  const double tol = g_mode == Mode::BF16 ? 2e-2 : g_mode == Mode::Fp32 ? 1e-5 : 1e-2;
   double e[5] = {rel_err(got_out, y, max_abs(y)), rel_err(got_dv, vc.grad(), max_abs(vc.grad())), 0, 0, 0};
   if (Lk > 1) {  // with one key, dq and dk are rounding noise around 0
     e[2] = rel_err(got_dq, qc.grad(), max_abs(qc.grad()));
@@ -169,8 +174,10 @@ bool run(const ct::Config& c, uint64_t seed) {
   bool ok = true;
   for (double x : e) ok = ok && x <= tol;
   std::printf("%s %-5s %-4s %s: out %.1e dv %.1e dq %.1e dk %.1e dbias %.1e\n", ok ? "ok  " : "FAIL",
-              cuda::attention_mma_kernel() == cuda::AttnMmaKernel::Registers ? "regs" : "tiles",
-              g_mode == Mode::F16 ? "f16" : g_mode == Mode::BF16 ? "bf16" : "tf32", ct::describe(c).c_str(), e[0], e[1],
+              g_mode == Mode::Fp32                                              ? "fma"
+              : cuda::attention_mma_kernel() == cuda::AttnMmaKernel::Registers ? "regs"
+                                                                                : "tiles",
+              mode_name(g_mode), ct::describe(c).c_str(), e[0], e[1],
               e[2], e[3], e[4]);
   std::fflush(stdout);
   return ok;
@@ -183,17 +190,20 @@ int main(int argc, char** argv) {
   const std::string types = argc > 1 ? argv[1] : "all", kernels = argc > 2 ? argv[2] : "all";
   const int which = argc > 3 ? std::atoi(argv[3]) : -1;
   int failed = 0, run_count = 0;
-  for (const Mode m : {Mode::F16, Mode::BF16, Mode::Tf32}) {
-    const char* name = m == Mode::F16 ? "f16" : m == Mode::BF16 ? "bf16" : "tf32";
+  for (const Mode m : {Mode::F16, Mode::BF16, Mode::Tf32, Mode::Fp32}) {
+    const char* name = mode_name(m);
     if (types != "all" && types != name) continue;
     g_mode = m;
     g_type = m == Mode::BF16 ? cuda::AttnHalf::BF16 : cuda::AttnHalf::F16;
     for (const cuda::AttnMmaKernel kern : {cuda::AttnMmaKernel::Registers, cuda::AttnMmaKernel::SharedTiles}) {
       if (kernels != "all" && (kernels == "regs") != (kern == cuda::AttnMmaKernel::Registers)) continue;
+      if (m == Mode::Fp32 && kern != cuda::AttnMmaKernel::Registers && kernels == "all") continue;  // no design choice
       cuda::set_attention_mma_kernel(kern);
-      // The tests' lists and seeds: 1300 + 10 (i + 1) for 16 bits, 900 + 10 (i + 1) for TF32.
-      const std::vector<ct::Config> cases = m == Mode::Tf32 ? ct::float_configs() : ct::half_configs();
-      const uint64_t seed0 = m == Mode::Tf32 ? 900 : 1300;
+      // The tests' lists and seeds: 1300 + 10 (i + 1) for 16 bits, 900 + 10 (i + 1) for TF32,
+      // 500 + 10 (i + 1) for float on FMA units.
+      const bool half = m == Mode::F16 || m == Mode::BF16;
+      const std::vector<ct::Config> cases = half ? ct::half_configs() : ct::float_configs();
+      const uint64_t seed0 = half ? 1300 : m == Mode::Tf32 ? 900 : 500;
       for (size_t i = 0; i < cases.size(); ++i)
         if (which < 0 || static_cast<size_t>(which) == i) failed += !run(cases[i], seed0 + 10 * (i + 1)), ++run_count;
     }

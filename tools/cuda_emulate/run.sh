@@ -2,7 +2,7 @@
 # Builds a host emulation of the tensor-core attention kernels, the XLNet relative attention
 # kernels or the BP-Transformer graph attention kernels and runs its checks against the CPU ops
 # (no GPU needed):
-#   tools/cuda_emulate/run.sh attention [f16|bf16|tf32|all] [regs|tiles|all] [case index]
+#   tools/cuda_emulate/run.sh attention [f16|bf16|tf32|fp32|all] [regs|tiles|all] [case index]
 #   tools/cuda_emulate/run.sh relative [case index]
 #   tools/cuda_emulate/run.sh graph [quick | case index]
 # Needs g++ (C++20) and Eigen, as the library does; python3 for prepare.py. The attention checks
@@ -52,6 +52,6 @@ graph)
   g++ -pthread "$out/check_graph.o" "$out/graph_attention.o" -o "$out/check_graph"
   exec "$out/check_graph" "$@" ;;
 *)
-  echo "usage: $0 attention [f16|bf16|tf32|all] [regs|tiles|all] [case] | relative [case] | graph [quick|case]" >&2
+  echo "usage: $0 attention [f16|bf16|tf32|fp32|all] [regs|tiles|all] [case] | relative [case] | graph [quick|case]" >&2
   exit 2 ;;
 esac
