@@ -19,13 +19,18 @@
 #include <functional>
 #include <vector>
 
-#if !defined(__x86_64__)
+// The hand-written switch on x86-64; ucontext elsewhere, or where EMU_UCONTEXT is defined (to
+// check that path on x86-64 too).
+#if EMU_ASM_SWITCH && !defined(EMU_UCONTEXT)
+#define EMU_ASM_SWITCH 1
+#else
+#define EMU_ASM_SWITCH 0
 #include <ucontext.h>
 #endif
 
 namespace emu {
 
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
 // emu_switch(save, load): pushes the callee-saved registers and the SSE/x87 control words, stores
 // the stack pointer in *save, loads `load` and pops the same from there. Weak, so that every
 // object file that includes this header may carry the one definition.
@@ -65,7 +70,7 @@ enum class State { ready, at_warp_barrier, at_block_barrier, done };
 
 struct Fiber {
   State state = State::ready;
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
   void* sp = nullptr;
 #else
   ucontext_t ctx;
@@ -80,7 +85,7 @@ struct Block {
   int current = -1;
   const std::function<void(unsigned)>* body = nullptr;  // runs CUDA thread t
   std::function<void(unsigned)> on_switch;               // sets threadIdx for the thread about to run
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
   void* scheduler_sp = nullptr;
 #else
   ucontext_t scheduler;
@@ -99,7 +104,7 @@ inline Block& block() {
 inline void to_scheduler() {
   Block& b = block();
   Fiber& f = b.fibers[static_cast<size_t>(b.current)];
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
   emu_switch(&f.sp, b.scheduler_sp);
 #else
   swapcontext(&f.ctx, &b.scheduler);
@@ -121,7 +126,7 @@ inline void start(Fiber& f) {
     f.stack = static_cast<char*>(m);
     mprotect(f.stack, static_cast<size_t>(sysconf(_SC_PAGESIZE)), PROT_NONE);  // overflow faults
   }
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
   // What emu_switch pops: the control words (MXCSR default, x87 double-extended), six zero
   // registers, then fiber_main as the return address, entered as if called (rsp = 8 mod 16).
   auto* top = reinterpret_cast<uint64_t*>(f.stack + kStack);
@@ -145,7 +150,7 @@ inline void resume(int t) {
   b.current = t;
   b.on_switch(static_cast<unsigned>(t));
   Fiber& f = b.fibers[static_cast<size_t>(t)];
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
   emu_switch(&b.scheduler_sp, f.sp);
 #else
   swapcontext(&b.scheduler, &f.ctx);
