@@ -384,11 +384,7 @@ void attention_forward(const AttentionArgs<T>& a, T* out, T* lse) {
   check_attention_head_dims(a.D, a.Dv, "scaled_dot_product_attention");
   if (a.B * a.H * a.Lq == 0) return;
   if constexpr (std::is_same_v<T, float>) {
-    if (use_tf32<T>()) {
-      const auto forward =
-          attention_mma_kernel() == AttnMmaKernel::Registers ? attn::fa2_forward<float> : attn::mma_forward<float>;
-      return forward(a, a.q, a.k, a.v, out, lse);
-    }
+    if (use_tf32<T>()) return attn::chosen_forward<float>()(a, a.q, a.k, a.v, out, lse);
   }
   if (a.D <= 64 && a.Dv <= 64) forward_dmax<T, 64>(a, out, lse);
   else forward_dmax<T, 128>(a, out, lse);
@@ -399,11 +395,9 @@ void attention_backward(const AttentionArgs<T>& a, const T* out, AttnRows<const 
                         const AttentionGrads<T>& g) {
   check_attention_head_dims(a.D, a.Dv, "scaled_dot_product_attention");
   if constexpr (std::is_same_v<T, float>) {
-    if (use_tf32<T>()) {
-      const auto backward =
-          attention_mma_kernel() == AttnMmaKernel::Registers ? attn::fa2_backward<float> : attn::mma_backward<float>;
-      return backward(a, a.q, a.k, a.v, out, dout, lse, g.dq, g.dk, g.dv, g.dbias, g.dbias_per_query, g.delta);
-    }
+    if (use_tf32<T>())
+      return attn::chosen_backward<float>()(a, a.q, a.k, a.v, out, dout, lse, g.dq, g.dk, g.dv, g.dbias,
+                                            g.dbias_per_query, g.delta);
   }
   const int64_t rows = a.B * a.H * a.Lq;
   if (a.B * a.H == 0) return;

@@ -525,9 +525,8 @@ void attention_forward_half(const AttentionHalfArgs& h, void* out, float* lse) {
                "capability 8.0 or later and a build for it (TXTCLS_CUDA_ARCHITECTURES 80 or more)");
   attn::with_half_type(h.dtype, [&](auto e) {
     using E = decltype(e);
-    const auto forward = attention_mma_kernel() == AttnMmaKernel::Registers ? attn::fa2_forward<E>
-                                                                              : attn::mma_forward<E>;
-    forward(h.opts, attn::rows_as<E>(h.q), attn::rows_as<E>(h.k), attn::rows_as<E>(h.v), static_cast<E*>(out), lse);
+    attn::chosen_forward<E>()(h.opts, attn::rows_as<E>(h.q), attn::rows_as<E>(h.k), attn::rows_as<E>(h.v),
+                              static_cast<E*>(out), lse);
   });
 }
 
@@ -537,11 +536,9 @@ void attention_backward_half(const AttentionHalfArgs& h, const void* out, AttnRo
                "capability 8.0 or later and a build for it (TXTCLS_CUDA_ARCHITECTURES 80 or more)");
   attn::with_half_type(h.dtype, [&](auto e) {
     using E = decltype(e);
-    const auto backward = attention_mma_kernel() == AttnMmaKernel::Registers ? attn::fa2_backward<E>
-                                                                               : attn::mma_backward<E>;
-    backward(h.opts, attn::rows_as<E>(h.q), attn::rows_as<E>(h.k), attn::rows_as<E>(h.v), static_cast<const E*>(out),
-             attn::rows_as<E>(dout), lse, static_cast<E*>(g.dq), static_cast<E*>(g.dk), static_cast<E*>(g.dv), g.dbias,
-             g.dbias_per_query, g.delta);
+    attn::chosen_backward<E>()(h.opts, attn::rows_as<E>(h.q), attn::rows_as<E>(h.k), attn::rows_as<E>(h.v),
+                               static_cast<const E*>(out), attn::rows_as<E>(dout), lse, static_cast<E*>(g.dq),
+                               static_cast<E*>(g.dk), static_cast<E*>(g.dv), g.dbias, g.dbias_per_query, g.delta);
   });
 }
 

@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "test_inputs.hpp"
+#include "test_common.hpp"
+#include "txtcls/cuda/attention.hpp"
+#include "txtcls/io/half.hpp"
 #include "txtcls/ops/attention.hpp"
 
 namespace ct {
@@ -79,6 +81,36 @@ Inputs<T> make_inputs(const Config& c, uint64_t seed) {
     o.allowed = from_vector<uint8_t>(a, {c.H, c.Lq, c.Lk});
   }
   return in;
+}
+
+// float16 / bfloat16 values: x rounded to the nearest (narrow), back to float (widen), and a
+// tensor's values rounded so, as the 16-bit tests feed both sides (contiguous result).
+inline uint16_t narrow(float x, cuda::AttnHalf t) {
+  return t == cuda::AttnHalf::F16 ? half::float_to_f16(x) : half::float_to_bf16(x);
+}
+inline float widen(uint16_t x, cuda::AttnHalf t) {
+  return t == cuda::AttnHalf::F16 ? half::f16_to_float(x) : half::bf16_to_float(x);
+}
+inline Tensor<float> rounded(const Tensor<float>& x, cuda::AttnHalf t) {
+  std::vector<float> v = x.to_vector();
+  for (float& e : v) e = widen(narrow(e, t), t);
+  return from_vector<float>(v, x.shape());
+}
+
+// The comparison floor of the bias gradient. A bias constant along the keys (last dim 1) has a
+// gradient that is zero in exact arithmetic: each element sums dS over a row, sum_j P Z dP - delta
+// = delta - delta, rounding noise on the scale of delta = rowsum(dO * O). 0 for any other bias.
+template <class T>
+double dbias_floor(const Config& c, const Tensor<T>& out, const Tensor<T>& go) {
+  if (c.bias.empty() || c.bias.back() != 1) return 0;
+  const std::vector<T> o = out.contiguous().to_vector(), g = go.contiguous().to_vector();
+  double floor = 0;
+  for (size_t r = 0; r + static_cast<size_t>(c.Dv) <= o.size() && c.Dv > 0; r += static_cast<size_t>(c.Dv)) {
+    double delta = 0;
+    for (int64_t d = 0; d < c.Dv; ++d) delta += double(o[r + d]) * double(g[r + d]);
+    floor = std::max(floor, std::abs(delta));
+  }
+  return floor;
 }
 
 // The configurations of the float and double tests (FMA kernels, and TF32 tensor cores): awkward

@@ -17,7 +17,7 @@
 #include "txtcls/ops/softmax.hpp"
 #include "txtcls/train/ema.hpp"
 #include "txtcls/train/optim.hpp"
-#include "test_inputs.hpp"  // ct::rnd
+#include "test_common.hpp"  // ct::rnd, ct::rel_err
 
 namespace ct {
 
@@ -29,29 +29,6 @@ inline Device gpu() { return Device::cuda(0); }
 
 // Float tolerances: elementwise and reductions 1e-5 of the largest reference value; double 1e-12.
 template <class T> constexpr double tol() { return std::is_same_v<T, float> ? 1e-5 : 1e-12; }
-
-// max |got - want| / max(|want|, floor, tiny). A NaN or infinity must sit where the reference has
-// the same value: anything else (a poisoned, unwritten output, say) gives +inf. `floor` is for
-// results that are zero in exact arithmetic, where the largest reference value is rounding noise.
-template <class T>
-double rel_err(const Tensor<T>& got, const Tensor<T>& want, double floor = 0) {
-  REQUIRE(got.shape() == want.shape());
-  auto g = got.to_vector();
-  auto w = want.to_vector();
-  double scale = floor, err = 0;
-  for (size_t i = 0; i < w.size(); ++i)
-    if (std::isfinite(double(w[i]))) scale = std::max(scale, std::abs(double(w[i])));
-  for (size_t i = 0; i < w.size(); ++i) {
-    const double gi = double(g[i]), wi = double(w[i]);
-    if (!std::isfinite(gi) || !std::isfinite(wi)) {
-      const bool same = (std::isnan(gi) && std::isnan(wi)) || gi == wi;
-      if (!same) return INFINITY;
-      continue;
-    }
-    err = std::max(err, std::abs(gi - wi));
-  }
-  return err / std::max(scale, 1e-300);
-}
 
 // Where got and want differ most (for the failure message): "index i: got a, want b".
 template <class T>
@@ -78,6 +55,7 @@ std::string worst(const Tensor<T>& got, const Tensor<T>& want) {
   do {                                                                   \
     const auto& _g = (got);                                              \
     const auto& _w = (want);                                             \
+    REQUIRE(_g.shape() == _w.shape());                                   \
     const double _e = ct::rel_err(_g, _w, (floor));                      \
     INFO("relative error " << _e << ", tolerance " << (tolerance));     \
     if (!(_e <= (tolerance))) UNSCOPED_INFO(ct::worst(_g, _w));          \

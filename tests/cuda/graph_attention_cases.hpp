@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "test_inputs.hpp"
+#include "test_common.hpp"
 #include "txtcls/nn/bpt_graph.hpp"
 #include "txtcls/ops/graph_attention.hpp"
 
@@ -123,6 +123,9 @@ inline std::vector<Case> random_cases(int64_t rel_run) {
   out.push_back({"no edges", empty, 2, setup(2, 5, Rel::none, 0.0), seed += 10});
   return out;
 }
+
+// graph_attention as a callable for run_case (its CUDA branch runs on CUDA tensors).
+inline constexpr auto graph_op = [](auto&&... a) { return graph_attention(a...); };
 
 // One run of a case: operands drawn from the case's seeds (uniform in [-2, 2)) and moved to dev,
 // attend(q, k, v, graph, rel_k, options, generator) -> out, then backward of a drawn gradient.

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "test_inputs.hpp"
+#include "test_common.hpp"
 #include "txtcls/nn/relative_attention.hpp"
 #include "txtcls/ops/relative_attention_fused.hpp"
 
@@ -116,6 +116,9 @@ struct Run {
 inline uint64_t expected_counters(const Case& c) {
   return c.dropout > 0 ? static_cast<uint64_t>(c.B * c.H * c.qlen * c.klen()) : 0;
 }
+
+// The gradients of a Run, in order.
+inline const char* const kGradNames[] = {"q", "k", "v", "k_r", "r_w_bias", "r_r_bias", "r_s_bias", "seg_embed"};
 
 // The two ops the tests and the emulation compare (their CUDA branches run on CUDA tensors).
 inline constexpr auto fused_op = [](auto&&... a) { return relative_attention(a...); };

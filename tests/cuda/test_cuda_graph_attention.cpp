@@ -13,12 +13,11 @@ using ct::gpu;
 
 namespace {
 
-auto attend = [](auto&&... args) { return graph_attention(args...); };
-
 template <class T>
 void check(const gct::Case& c) {
   INFO(c.describe());
-  const gct::Run<T> cpu = gct::run_case<T>(c, Device::cpu(), attend), dev = gct::run_case<T>(c, gpu(), attend);
+  const gct::Run<T> cpu = gct::run_case<T>(c, Device::cpu(), gct::graph_op),
+                    dev = gct::run_case<T>(c, gpu(), gct::graph_op);
   REQUIRE(dev.out.device() == gpu());
   REQUIRE(cpu.next_draw == gct::expected_next_draw(c));  // one reservation of E * H counters, on either device
   REQUIRE(dev.next_draw == cpu.next_draw);

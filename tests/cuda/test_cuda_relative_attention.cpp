@@ -14,8 +14,6 @@ using namespace ct;
 
 namespace {
 
-const char* const kGradNames[] = {"q", "k", "v", "k_r", "r_w_bias", "r_r_bias", "r_s_bias", "seg_embed"};
-
 template <class T>
 void compare(const Run<T>& got, const Run<T>& want, double tol) {
   {

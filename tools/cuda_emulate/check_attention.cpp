@@ -41,15 +41,12 @@ const char* mode_name(Mode m) {
   return m == Mode::F16 ? "f16" : m == Mode::BF16 ? "bf16" : m == Mode::Tf32 ? "tf32" : "fp32";
 }
 
-uint16_t narrow(float x) { return g_type == cuda::AttnHalf::F16 ? half::float_to_f16(x) : half::float_to_bf16(x); }
-float widen(uint16_t x) { return g_type == cuda::AttnHalf::F16 ? half::f16_to_float(x) : half::bf16_to_float(x); }
+uint16_t narrow(float x) { return ct::narrow(x, g_type); }
 
-// 16-bit modes: the inputs rounded to 16 bits (both sides see the same values); TF32: unchanged.
+// 16-bit modes: the inputs rounded to 16 bits, as the 16-bit test feeds both sides; float modes:
+// unchanged.
 Tensor<float> rounded(const Tensor<float>& t) {
-  if (g_mode == Mode::Tf32 || g_mode == Mode::Fp32) return t.contiguous();
-  auto v = t.contiguous().to_vector();
-  for (auto& x : v) x = widen(narrow(x));
-  return from_vector<float>(v, t.shape());
+  return g_mode == Mode::Tf32 || g_mode == Mode::Fp32 ? t.contiguous() : ct::rounded(t, g_type);
 }
 
 // The 16-bit image of a (possibly strided) view: same strides, NaN where the view has no element.
@@ -68,25 +65,8 @@ std::vector<uint16_t> image16(const Tensor<float>& t) {
 
 Tensor<float> widened(const std::vector<uint16_t>& v, const Shape& s) {
   std::vector<float> f(v.size());
-  for (size_t i = 0; i < v.size(); ++i) f[i] = widen(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) f[i] = ct::widen(v[i], g_type);
   return from_vector<float>(f, s);
-}
-
-double max_abs(const Tensor<float>& t) {
-  double m = 0;
-  for (float x : t.to_vector()) m = std::max(m, std::abs(double(x)));
-  return m;
-}
-
-// Largest difference relative to `scale` (at least 1e-3); infinite where got is not finite but want is.
-double rel_err(const Tensor<float>& got, const Tensor<float>& want, double scale) {
-  const auto a = got.to_vector(), b = want.to_vector();
-  double e = 0;
-  for (size_t i = 0; i < b.size(); ++i) {
-    if (!std::isfinite(double(a[i])) && std::isfinite(double(b[i]))) return INFINITY;
-    e = std::max(e, std::abs(double(a[i]) - double(b[i])));
-  }
-  return e / std::max(scale, 1e-3);
 }
 
 // One configuration: the kernels under test against the CPU fused op on the same (rounded) inputs.
@@ -164,13 +144,14 @@ bool run(const ct::Config& c, uint64_t seed) {
   }
 
   const double tol = g_mode == Mode::BF16 ? 2e-2 : g_mode == Mode::Fp32 ? 1e-5 : 1e-2;
-  double e[5] = {rel_err(got_out, y, max_abs(y)), rel_err(got_dv, vc.grad(), max_abs(vc.grad())), 0, 0, 0};
-  if (Lk > 1) {  // with one key, dq and dk are rounding noise around 0
-    e[2] = rel_err(got_dq, qc.grad(), max_abs(qc.grad()));
-    e[3] = rel_err(got_dk, kc.grad(), max_abs(kc.grad()));
+  // The tests' comparisons: error relative to the largest reference value; dq and dk only with
+  // more than one key (else rounding noise around 0); the bias gradient with dbias_floor.
+  double e[5] = {ct::rel_err(got_out, y), ct::rel_err(got_dv, vc.grad()), 0, 0, 0};
+  if (Lk > 1) {
+    e[2] = ct::rel_err(got_dq, qc.grad());
+    e[3] = ct::rel_err(got_dk, kc.grad());
   }
-  if (bias && Lk > 1)  // a bias constant along the keys has a zero gradient: the summed terms set the scale
-    e[4] = rel_err(sum_to(part, bs), oc.bias.grad(), std::max(max_abs(oc.bias.grad()), max_abs(part)));
+  if (bias) e[4] = ct::rel_err(sum_to(part, bs), oc.bias.grad(), ct::dbias_floor(c, y, go));
   bool ok = true;
   for (double x : e) ok = ok && x <= tol;
   std::printf("%s %-5s %-4s %s: out %.1e dv %.1e dq %.1e dk %.1e dbias %.1e\n", ok ? "ok  " : "FAIL",

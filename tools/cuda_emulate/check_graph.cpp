@@ -13,7 +13,6 @@
 #include <string>
 
 #include "graph_attention_cases.hpp"
-#include "check_util.hpp"
 #include "host_backend.hpp"
 
 using namespace txtcls;
@@ -26,21 +25,20 @@ auto emulated = [](const auto& q, const auto& k, const auto& v, const GraphCSR& 
   const auto call = detail::begin_graph_attention(q, k, v, graph, rel_k, opt, gen, "graph_attention");
   return detail::graph_attention_cuda(q, k, v, graph, rel_k, call, "graph_attention");
 };
-auto cpu_op = [](auto&&... args) { return graph_attention(args...); };
 
 template <class T>
 bool check(const gct::Case& c) {
   const double tol = sizeof(T) == 4 ? 1e-5 : 1e-12;
-  const gct::Run<T> e = gct::run_case<T>(c, Device::cpu(), emulated), f = gct::run_case<T>(c, Device::cpu(), cpu_op);
+  const gct::Run<T> e = gct::run_case<T>(c, Device::cpu(), emulated), f = gct::run_case<T>(c, Device::cpu(), gct::graph_op);
   std::string bad = e.next_draw == f.next_draw && f.next_draw == gct::expected_next_draw(c) ? "" : " dropout-counters";
-  double worst = emu::rel_err(e.out, f.out);
+  double worst = ct::rel_err(e.out, f.out);
   if (worst > tol) bad += " out";
   const char* names[] = {"dq", "dk", "dv", "drel"};
   const Tensor<T>* ge[] = {&e.q, &e.k, &e.v, &e.r};
   const Tensor<T>* gf[] = {&f.q, &f.k, &f.v, &f.r};
   for (int i = 0; i < 4; ++i) {
     if (!gf[i]->defined() || !c.s.needs[i]) continue;
-    const double ei = emu::rel_err(ge[i]->grad(), gf[i]->grad());
+    const double ei = ct::rel_err(ge[i]->grad(), gf[i]->grad());
     if (ei > tol) bad += std::string(" ") + names[i];
     worst = std::max(worst, ei);
   }

@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <string>
 
-#include "check_util.hpp"
 #include "host_backend.hpp"
 #include "relative_attention_cases.hpp"
 
@@ -26,8 +25,6 @@ constexpr auto emulated = [](const auto& q, const auto& k, const auto& v, const 
                                          detail::check_relative_attention(q, k, v, kr, rw, rr, o, op, true), op);
 };
 
-const char* const kNames[] = {"q", "k", "v", "kr", "r_w_bias", "r_r_bias", "r_s_bias", "seg_embed"};
-
 // Emulated CUDA against the CPU fused op and the reference; names the tensors past the tolerance.
 template <class T>
 bool check(const ct::Case& c, uint64_t seed) {
@@ -39,14 +36,14 @@ bool check(const ct::Case& c, uint64_t seed) {
   std::string bad = e.counters == ct::expected_counters(c) ? "" : " dropout-counters";
   double w = 0;
   for (const ct::Run<T>* want : {&f, &r})
-    w = std::max({w, emu::rel_err(e.out, want->out), emu::rel_err(e.probs, want->probs)});
+    w = std::max({w, ct::rel_err(e.out, want->out), ct::rel_err(e.probs, want->probs)});
   if (w > tol) bad += " out/probs";
   double floor = 0;
   for (T g : f.grads[0].to_vector()) floor = std::max(floor, std::abs(double(g)));
   for (size_t i = 0; i < e.grads.size(); ++i) {
     const double fl = i >= 6 ? floor : 0.0;
-    const double ei = std::max(emu::rel_err(e.grads[i], f.grads[i], fl), emu::rel_err(e.grads[i], r.grads[i], fl));
-    if (ei > tol) bad += std::string(" ") + kNames[i];
+    const double ei = std::max(ct::rel_err(e.grads[i], f.grads[i], fl), ct::rel_err(e.grads[i], r.grads[i], fl));
+    if (ei > tol) bad += std::string(" ") + ct::kGradNames[i];
     w = std::max(w, ei);
   }
   std::printf("%s %-62s %s max rel err %.2e%s\n", bad.empty() ? "ok  " : "FAIL", c.name.c_str(),

@@ -14,7 +14,6 @@
 #include <cstring>
 #include <type_traits>
 #include <vector>
-#include <memory>
 #include <functional>
 #include "fibers.hpp"
 #include "txtcls/io/half.hpp"
@@ -127,7 +126,7 @@ template <class K, class... A>
 void emu_launch(K kernel, dim3 grid, int block, int smem, cudaStream_t, A... args) {
   if (smem > g_max_smem) g_max_smem = smem;
   if (block > 1024) std::fprintf(stderr, "emulation: block of %d threads\n", block), std::abort();
-  const std::function<void(unsigned)> body = [&](unsigned) { kernel(args...); };
+  const std::function<void()> body = [&] { kernel(args...); };
   for (unsigned by = 0; by < grid.y; ++by)
     for (unsigned bx = 0; bx < grid.x; ++bx) {
       std::memset(g_smem, 0xFF, sizeof g_smem);  // NaN garbage: an unwritten read shows

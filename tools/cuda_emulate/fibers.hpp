@@ -83,7 +83,7 @@ inline constexpr size_t kStack = size_t(1) << 18;  // 256 KiB per CUDA thread, a
 struct Block {
   std::vector<Fiber> fibers;
   int current = -1;
-  const std::function<void(unsigned)>* body = nullptr;  // runs CUDA thread t
+  const std::function<void()>* body = nullptr;  // the kernel call, run by every thread
   std::function<void(unsigned)> on_switch;               // sets threadIdx for the thread about to run
 #if EMU_ASM_SWITCH
   void* scheduler_sp = nullptr;
@@ -113,7 +113,7 @@ inline void to_scheduler() {
 
 [[noreturn]] inline void fiber_main() {
   Block& b = block();
-  (*b.body)(static_cast<unsigned>(b.current));
+  (*b.body)();
   b.fibers[static_cast<size_t>(b.current)].state = State::done;
   to_scheduler();
   std::abort();  // a finished fiber is never resumed
@@ -157,8 +157,8 @@ inline void resume(int t) {
 #endif
 }
 
-// Runs one block of n threads: body(t) is thread t's kernel call; on_switch(t) runs before
-// thread t is resumed.
+// Runs one block of n threads, each calling body(); on_switch(t) runs before thread t is resumed
+// (it sets the thread's index).
 //
 // Scheduling, chosen to expose missing barriers: each warp in turn runs as far as it can (its
 // lanes one after another to each warp barrier, which then releases) before the next warp
@@ -166,7 +166,7 @@ inline void resume(int t) {
 // already overwritten, unless a block barrier orders the two. The warps run in ascending order
 // up to a block barrier and in descending order up to the next, and the lanes likewise
 // alternate at every warp barrier, so an unordered read is caught from either side.
-inline void run_block(int n, const std::function<void(unsigned)>& body, std::function<void(unsigned)> on_switch) {
+inline void run_block(int n, const std::function<void()>& body, std::function<void(unsigned)> on_switch) {
   Block& b = block();
   if (b.fibers.size() < static_cast<size_t>(n)) b.fibers.resize(static_cast<size_t>(n));
   b.body = &body;
