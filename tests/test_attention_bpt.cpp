@@ -14,6 +14,9 @@
 #include "txtcls/nn/bpt_graph.hpp"
 #include "txtcls/ops/graph_attention.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_attention_bpt {
+
 using namespace txtcls;
 using namespace txtcls::nn;
 using namespace tt;
@@ -825,3 +828,5 @@ TEST_CASE("bpt helpers: node inputs, token outputs and roots", "[attention][bpt]
   REQUIRE(out.at({1, 1, 0}) == 0.0);  // padding of the one-token sequence
   REQUIRE(out.at({1, 0, 0}) != 0.0);
 }
+
+}  // namespace test_attention_bpt

@@ -12,6 +12,9 @@
 #include "txtcls/nn/relative_attention.hpp"
 #include "txtcls/ops/relative_attention_fused.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_attention_relfused {
+
 using namespace txtcls;
 using namespace tt;
 
@@ -694,3 +697,5 @@ TEST_CASE("XLNetRelativeAttention: HF parity with the fused core on and off", "[
       }
     }
 }
+
+}  // namespace test_attention_relfused

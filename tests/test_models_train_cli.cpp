@@ -10,6 +10,9 @@
 #include "txtcls/io/safetensors.hpp"
 #include "txtcls/models/checkpoint.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_models_train_cli {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -169,3 +172,5 @@ TEST_CASE("txtcls train with the default recipe on TREC", "[models][cli][slow]")
   REQUIRE(acc >= 0.88);
   fs::remove_all(out);
 }
+
+}  // namespace test_models_train_cli

@@ -7,6 +7,9 @@
 #include "attention_test_util.hpp"
 #include "txtcls/cuda/blas.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_attention {
+
 using namespace txtcls;
 using namespace ct;
 
@@ -184,3 +187,5 @@ TEST_CASE("cuda fused attention is repeatable and refuses unsupported head dims"
   // Operands on different devices are refused by name.
   REQUIRE_THROWS_WITH(scaled_dot_product_attention(qs, qs.cpu(), qs), Catch::Contains("k is on cpu"));
 }
+
+}  // namespace test_cuda_attention

@@ -13,6 +13,9 @@
 #include "attention_test_util.hpp"
 #include "txtcls/io/half.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_attention_half {
+
 using namespace txtcls;
 using namespace ct;
 
@@ -165,3 +168,5 @@ TEST_CASE("cuda 16-bit attention, a small case for the sanitizers", "[cuda][atte
     check_half(padded, 1710, cuda::AttnHalf::F16, 1e-2);
   }
 }
+
+}  // namespace test_cuda_attention_half

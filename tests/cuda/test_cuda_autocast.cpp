@@ -10,6 +10,9 @@
 #include "txtcls/ops/reduce.hpp"
 #include "txtcls/train/grad_scaler.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_autocast {
+
 using namespace txtcls;
 using ct::gpu;
 
@@ -98,3 +101,5 @@ TEST_CASE("cuda GradScaler: unscale and the overflow check on GPU gradients", "[
   s.update();
   REQUIRE(s.current_scale() == 128);
 }
+
+}  // namespace test_cuda_autocast

@@ -2,6 +2,9 @@
 // passed as cuBLAS arguments, batch broadcasting, batches with no single stride, K = 0, TF32.
 #include "cuda_test_util.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_blas {
+
 using namespace txtcls;
 using ct::gpu;
 
@@ -87,3 +90,5 @@ TEST_CASE("cuda TF32 matmul stays within TF32 precision", "[cuda][blas]") {
   REQUIRE(e_tf32 <= 1e-2);
   REQUIRE(e_fp32 <= 1e-5);
 }
+
+}  // namespace test_cuda_blas

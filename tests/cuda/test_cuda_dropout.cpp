@@ -2,6 +2,9 @@
 // elementwise dropout, embedding (row) dropout and locked (variational) dropout.
 #include "cuda_test_util.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_dropout {
+
 using namespace txtcls;
 using ct::gpu;
 
@@ -49,3 +52,5 @@ TEST_CASE("cuda dropout draws the CPU's masks", "[cuda][dropout]") {
   suite<float>();
   suite<double>();
 }
+
+}  // namespace test_cuda_dropout

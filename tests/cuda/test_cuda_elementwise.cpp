@@ -5,6 +5,9 @@
 
 #include "cuda_test_util.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_elementwise {
+
 using namespace txtcls;
 using ct::gpu;
 
@@ -174,3 +177,5 @@ TEST_CASE("cuda ops refuse mixed devices and ops without a kernel, naming them",
   REQUIRE_THROWS_WITH(add(a, b), Catch::Contains("add") && Catch::Contains("different devices"));
   REQUIRE_THROWS_WITH(a.at({0}), Catch::Contains("at") && Catch::Contains("cuda:0"));
 }
+
+}  // namespace test_cuda_elementwise

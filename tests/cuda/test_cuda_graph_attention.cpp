@@ -8,6 +8,9 @@
 #include "cuda_test_util.hpp"
 #include "graph_attention_cases.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_graph_attention {
+
 using namespace txtcls;
 using ct::gpu;
 
@@ -94,3 +97,5 @@ TEST_CASE("cuda graph_attention refuses operands on different devices", "[cuda][
   REQUIRE_THROWS_WITH(graph_attention(q.to(gpu()), q, q.to(gpu()), g),
                       Catch::Contains("graph_attention: q is on cuda:0 but the operand of shape [1, 1, 4] is on cpu"));
 }
+
+}  // namespace test_cuda_graph_attention

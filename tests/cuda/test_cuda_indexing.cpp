@@ -7,6 +7,9 @@
 #include "txtcls/ops/indexing.hpp"
 #include "txtcls/ops/max.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_indexing {
+
 using namespace txtcls;
 using ct::gpu;
 
@@ -224,3 +227,5 @@ TEST_CASE("cuda comparisons give the CPU's masks, NaN included", "[cuda][indexin
   compare_suite<float>();
   compare_suite<double>();
 }
+
+}  // namespace test_cuda_indexing

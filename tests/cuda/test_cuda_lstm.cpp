@@ -20,6 +20,9 @@
 #include "txtcls/cuda/lstm.hpp"
 #include "txtcls/ops/lstm.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_lstm {
+
 using namespace txtcls;
 using ct::gpu;
 using Catch::Matchers::Contains;
@@ -308,3 +311,5 @@ TEST_CASE("cuda lstm: without cuDNN the cuDNN backend cannot be selected", "[cud
   REQUIRE(cuda::lstm_backend() == cuda::LstmBackend::Own);
 }
 #endif
+
+}  // namespace test_cuda_lstm

@@ -4,6 +4,9 @@
 // layer_norm / rms_norm (with and without weight and bias, rows of awkward widths).
 #include "cuda_test_util.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_model_ops {
+
 using namespace txtcls;
 using ct::gpu;
 
@@ -138,3 +141,5 @@ TEST_CASE("cuda cross entropy matches the CPU", "[cuda][loss]") {
   cross_entropy_suite<float>();
   cross_entropy_suite<double>();
 }
+
+}  // namespace test_cuda_model_ops

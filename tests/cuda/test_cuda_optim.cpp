@@ -3,6 +3,9 @@
 // parameters, several steps with weight decay.
 #include "cuda_test_util.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_optim {
+
 using namespace txtcls;
 using ct::gpu;
 
@@ -79,3 +82,5 @@ TEST_CASE("cuda weight average (EMA) matches the CPU, apply and restore included
   }
   REQUIRE(gpu_params[2].second.cpu().to_vector() == raw);
 }
+
+}  // namespace test_cuda_optim

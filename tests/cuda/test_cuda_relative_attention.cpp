@@ -9,6 +9,9 @@
 #include "cuda_test_util.hpp"
 #include "relative_attention_cases.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_relative_attention {
+
 using namespace txtcls;
 using namespace ct;
 
@@ -100,3 +103,5 @@ TEST_CASE("cuda relative attention is repeatable and refuses what it cannot run"
   REQUIRE_THROWS_WITH(relative_attention(qs, qs, qs, krs.cpu(), bs, bs),
                       Catch::Contains("relative_attention: every operand must be on q's device"));
 }
+
+}  // namespace test_cuda_relative_attention

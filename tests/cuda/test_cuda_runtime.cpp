@@ -3,6 +3,9 @@
 
 #include "cuda_test_util.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_runtime {
+
 using namespace txtcls;
 using ct::gpu;
 
@@ -55,3 +58,5 @@ TEST_CASE("cuda work on a user stream", "[cuda][stream]") {
   cuda::empty_cache();
   REQUIRE(cudaStreamDestroy(s) == cudaSuccess);
 }
+
+}  // namespace test_cuda_runtime

@@ -6,6 +6,9 @@
 #include "cuda_test_util.hpp"
 #include "txtcls/train/clip.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_sgd_clip {
+
 using namespace txtcls;
 using ct::gpu;
 
@@ -98,3 +101,5 @@ TEST_CASE("cuda clip_grad_norm matches the CPU", "[cuda][optim][clip]") {
   b.set_grad(ct::rnd<float>({3}, 4).to(gpu()));
   REQUIRE_THROWS_WITH(train::clip_grad_norm(std::vector<Tensor<float>>{b, a}, 1.0), Catch::Contains("one device"));
 }
+
+}  // namespace test_cuda_sgd_clip

@@ -5,6 +5,9 @@
 
 #include "cuda_test_util.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_softmax {
+
 using namespace txtcls;
 using ct::gpu;
 
@@ -91,3 +94,5 @@ TEST_CASE("cuda softmax and log_softmax match the CPU", "[cuda][softmax]") {
   suite<float>();
   suite<double>();
 }
+
+}  // namespace test_cuda_softmax

@@ -5,6 +5,9 @@
 // set_device with a clear message.
 #include "cuda_test_util.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_staging {
+
 using namespace txtcls;
 using ct::gpu;
 
@@ -56,3 +59,5 @@ TEST_CASE("cuda release_resources frees the cache, the staging rings and the han
   CT_REQUIRE_CLOSE(again, want, float);
   REQUIRE(again.to_vector() == first.to_vector());
 }
+
+}  // namespace test_cuda_staging

@@ -18,6 +18,9 @@
 #include "txtcls/models/lstm_reg.hpp"
 #include "txtcls/train/classifier.hpp"
 
+// In a namespace of its own: test files are compiled several to a unit (TXTCLS_UNITY_BUILD).
+namespace test_cuda_train {
+
 using namespace txtcls;
 using ct::gpu;
 
@@ -148,3 +151,5 @@ TEST_CASE("cuda LSTM_reg training resumed from a saved state reproduces the run"
   CHECK(m4.embed->weight.to_vector() == m1.embed->weight.cpu().to_vector());
   fs::remove_all(dir);
 }
+
+}  // namespace test_cuda_train

@@ -105,7 +105,13 @@ inline std::optional<uint64_t> tensor_nbytes(const Shape& shape, DType dtype) {
 }
 
 inline std::string offsets_str(uint64_t b, uint64_t e) {
-  return "[" + std::to_string(b) + ", " + std::to_string(e) + "]";
+  // Appended, not "[" + ...: g++ 12 warns falsely (-Wrestrict) on the latter where it is inlined.
+  std::string s = "[";
+  s += std::to_string(b);
+  s += ", ";
+  s += std::to_string(e);
+  s += "]";
+  return s;
 }
 
 // Streams the header JSON into entries. The schema is fixed and shallow, so a SAX handler can
