@@ -30,6 +30,8 @@ def parse_args():
     ap.add_argument("--seqs", default="128,512,2048,8192")
     ap.add_argument("--dims", default="64,128")
     ap.add_argument("--modes", default="fp32,tf32,bf16,fp16")
+    ap.add_argument("--impls", default="naive,fused,tiles",
+                    help="our designs to time (fewer: a shorter run)")
     ap.add_argument("--min-time", type=float, default=0.5, help="seconds per measurement")
     ap.add_argument("--rounds", type=int, default=1)
     return ap.parse_args()
@@ -50,7 +52,7 @@ def torch_case(L, D, causal, backward, mode, min_time):
 
 def ours(args, seqs, dims, modes):
     alt = lambda xs: "(" + "|".join(str(x) for x in xs) + ")"  # noqa: E731
-    filt = f"^attention/(naive|fused|tiles)/[^/]+/{alt(modes)}/D:{alt(dims)}/L:{alt(seqs)}/"
+    filt = f"^attention/{alt(args.impls.split(','))}/[^/]+/{alt(modes)}/D:{alt(dims)}/L:{alt(seqs)}/"
     cmd = [args.bench, "--benchmark_format=json", f"--benchmark_filter={filt}",
            f"--benchmark_min_time={args.min_time}"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout

@@ -22,7 +22,6 @@
 #include <benchmark/benchmark.h>
 
 #include <cmath>
-#include <cstdio>
 #include <vector>
 
 #include "cuda_timing.hpp"
@@ -109,14 +108,4 @@ BENCHMARK_CAPTURE(BM_bpt, fwd_bwd, true)->Name("gpu/bpt/fwd_bwd")->Apply(lengths
 BENCHMARK_CAPTURE(BM_dense, fwd, false)->Name("gpu/dense/fwd")->Apply(lengths);
 BENCHMARK_CAPTURE(BM_dense, fwd_bwd, true)->Name("gpu/dense/fwd_bwd")->Apply(lengths);
 
-int main(int argc, char** argv) {
-  if (cuda::device_count() == 0) {
-    std::printf("no CUDA device: nothing to measure\n");
-    return 0;
-  }
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return txtcls::bench::gpu_benchmark_main(argc, argv); }

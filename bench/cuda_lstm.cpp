@@ -8,7 +8,6 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
-#include <cstdio>
 #include <functional>
 
 #include "cuda_timing.hpp"
@@ -66,13 +65,4 @@ BENCHMARK(BM_bilstm)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 
-int main(int argc, char** argv) {
-  if (cuda::device_count() == 0) {
-    std::printf("no CUDA device: nothing to measure\n");
-    return 0;
-  }
-  benchmark::Initialize(&argc, argv);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return txtcls::bench::gpu_benchmark_main(argc, argv); }

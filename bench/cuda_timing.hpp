@@ -5,6 +5,7 @@
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
+#include <cstdio>
 #include <functional>
 
 #include "txtcls/cuda/runtime.hpp"
@@ -29,6 +30,22 @@ inline void time_gpu_events(benchmark::State& state, const std::function<void()>
   }
   cudaEventDestroy(a);
   cudaEventDestroy(b);
+}
+
+// The GPU benchmarks' main: without a CUDA device it says so and exits 0 (so that a machine without
+// a GPU runs them as a no-op); else it registers the benchmarks (register_all, when given: after
+// the device check) and runs those the arguments select.
+inline int gpu_benchmark_main(int argc, char** argv, void (*register_all)() = nullptr) {
+  if (cuda::device_count() == 0) {
+    std::printf("no CUDA device: nothing to measure\n");
+    return 0;
+  }
+  if (register_all) register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
 }
 
 }  // namespace txtcls::bench

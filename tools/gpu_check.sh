@@ -10,6 +10,12 @@
 #   TXTCLS_PREBUILT=DIR    skip the build and run the binaries that tools/gpu_stage.sh put in DIR
 #                          (for a GPU machine without the C++ build dependencies)
 #   TXTCLS_GPU_QUICK=1     shorter benchmarks and sanitizer runs on a subset (a time-boxed check)
+#   TXTCLS_GPU_STEPS=LIST  only these steps (comma-separated; default all): tests, train, memcheck,
+#                          racecheck, synccheck, kernels, lstm, attention, attention8k, relative, graph
+#   TXTCLS_GPU_LIMIT=S     time limit of each correctness step in the quick check (default 240 s)
+#   TXTCLS_GPU_SYNC_FILTER=TAGS  the test cases racecheck and synccheck run (default below)
+#   TXTCLS_GPU_ATTN_MODES=LIST, TXTCLS_GPU_ATTN_IMPLS=LIST  precisions (fp32,tf32,bf16,fp16) and
+#                          designs (naive,fused,tiles) of the attention comparison (default all)
 # Every step runs, under its own time limit, even if an earlier one fails; the summary says which
 # passed. Exit status: 0 only when the build, the tests and every sanitizer pass.
 set -uo pipefail
@@ -20,6 +26,8 @@ out=$(cd "$out" && pwd)
 summary=$out/summary.md
 status=0
 quick=${TXTCLS_GPU_QUICK:-0}
+steps_wanted=,${TXTCLS_GPU_STEPS:-tests,train,memcheck,racecheck,synccheck,kernels,lstm,attention,attention8k,relative,graph},
+wanted() { [[ $steps_wanted == *,$1,* ]]; }
 export PATH=$PATH:/usr/local/cuda/bin
 
 step() {  # step NAME LOG SECONDS CMD...: runs CMD under a time limit, logs it, records the result
@@ -107,18 +115,21 @@ export bin out
 # The sanitizers run the kernels 10-100x slower. memcheck takes the whole suite, or in the quick
 # check everything but the long parity sweeps (one small attention case per type stays in);
 # racecheck and synccheck instrument shared memory and barriers: the kernels that use them.
-sync_filter='[reduce],[softmax],[attention_sanitize],[attention_half_sanitize],[relative_attention_sanitize],[lstm_sanitize],[clip],[graph_attention],[indexing],[optim],[embedding],[pooling],[loss],[norm],[dropout]'
+sync_filter=${TXTCLS_GPU_SYNC_FILTER:-'[reduce],[softmax],[attention_sanitize],[attention_half_sanitize],[relative_attention_sanitize],[lstm_sanitize],[clip],[graph_attention],[indexing],[optim],[embedding],[pooling],[loss],[norm],[dropout]'}
 san=$(command -v compute-sanitizer)
 [[ -z "$san" ]] && { echo "| compute-sanitizer | **not found** | |" >>"$summary"; status=1; }
 mem_filter=''
 [[ $quick == 1 ]] && mem_filter='~[train]~[attention]~[relative_attention]~[lstm],[attention_sanitize],[attention_half_sanitize],[relative_attention_sanitize]'
-# NAME|LOG|SECONDS (full check)|SECONDS (quick)|COMMAND for each correctness step.
-steps=("CUDA tests (test_cuda)|tests.log|1200|240|$tests --durations yes"
-  "LSTM_reg on data/trec, --device cuda, seeds 3435/1/2|train.log|1200|300|bash -c train_three")
-[[ -n "$san" ]] && steps+=(
-  "compute-sanitizer memcheck${mem_filter:+ ($mem_filter)}|memcheck.log|3600|240|$san --tool memcheck --leak-check full --error-exitcode 1 $tests ${mem_filter:-}"
-  "compute-sanitizer racecheck ($sync_filter)|racecheck.log|1200|240|$san --tool racecheck --error-exitcode 1 $tests $sync_filter"
-  "compute-sanitizer synccheck ($sync_filter)|synccheck.log|1200|240|$san --tool synccheck --error-exitcode 1 $tests $sync_filter")
+# KEY|NAME|LOG|SECONDS (full check)|SECONDS (quick)|COMMAND for each correctness step.
+limit=${TXTCLS_GPU_LIMIT:-240}
+all_steps=("tests|CUDA tests (test_cuda)|tests.log|1200|$limit|$tests --durations yes"
+  "train|LSTM_reg on data/trec, --device cuda, seeds 3435/1/2|train.log|1200|$((limit > 300 ? limit : 300))|bash -c train_three")
+[[ -n "$san" ]] && all_steps+=(
+  "memcheck|compute-sanitizer memcheck${mem_filter:+ ($mem_filter)}|memcheck.log|3600|$limit|$san --tool memcheck --leak-check full --error-exitcode 1 $tests ${mem_filter:-}"
+  "racecheck|compute-sanitizer racecheck ($sync_filter)|racecheck.log|1200|$limit|$san --tool racecheck --error-exitcode 1 $tests $sync_filter"
+  "synccheck|compute-sanitizer synccheck ($sync_filter)|synccheck.log|1200|$limit|$san --tool synccheck --error-exitcode 1 $tests $sync_filter")
+steps=()
+for st in "${all_steps[@]}"; do wanted "${st%%|*}" && steps+=("${st#*|}"); done
 run_step() {
   local name log full short cmd
   IFS='|' read -r name log full short cmd <<<"$1"
@@ -138,28 +149,36 @@ fi
 mt=0.2; [[ $quick == 1 ]] && mt=0.05
 # Console output for the summary, JSON for the PyTorch comparison below (which then does not
 # run them again).
-step "kernel benchmarks" "$out/bench_kernels.txt" 300 "$bin/bench_cuda_kernels" --benchmark_min_time=$mt \
+wanted kernels && step "kernel benchmarks" "$out/bench_kernels.txt" 300 "$bin/bench_cuda_kernels" --benchmark_min_time=$mt \
   --benchmark_out="$out/bench_kernels.json" --benchmark_out_format=json || true
-step "LSTM benchmarks (ours vs cuDNN)" "$out/bench_lstm.txt" 300 "$bin/bench_cuda_lstm" --benchmark_min_time=$mt \
+wanted lstm && step "LSTM benchmarks (ours vs cuDNN)" "$out/bench_lstm.txt" 300 "$bin/bench_cuda_lstm" --benchmark_min_time=$mt \
   --benchmark_out="$out/bench_lstm.json" --benchmark_out_format=json || true
 # GPU attention against PyTorch's CUDA SDPA on the same shapes (the script runs our benchmark
 # itself: naive and fused), every precision at L = 512 and 2048, and bf16 up to L = 8192.
-if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  step "GPU attention vs PyTorch (L 512, 2048)" "$out/compare_attention_torch_cuda.txt" 300 \
+torch_cuda() { python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; }
+if torch_cuda; then
+  modes=${TXTCLS_GPU_ATTN_MODES:-fp32,tf32,bf16,fp16} impls=${TXTCLS_GPU_ATTN_IMPLS:-naive,fused,tiles}
+  wanted attention && step "GPU attention vs PyTorch (L 512, 2048)" "$out/compare_attention_torch_cuda.txt" 300 \
     python3 bench/compare_attention_torch_cuda.py --bench "$bin/bench_cuda_attention" --seqs 512,2048 \
-    --dims 64,128 --modes fp32,tf32,bf16,fp16 --min-time $mt || true
-  step "GPU kernels and LSTM vs PyTorch" "$out/compare_kernels_torch_cuda.txt" 200 \
+    --dims 64,128 --modes "$modes" --impls "$impls" --min-time $mt || true
+  wanted kernels && wanted lstm && step "GPU kernels and LSTM vs PyTorch" "$out/compare_kernels_torch_cuda.txt" 200 \
     python3 bench/compare_kernels_torch_cuda.py --kernels-json "$out/bench_kernels.json" \
     --lstm-json "$out/bench_lstm.json" --min-time $mt || true
-  step "GPU attention vs PyTorch (bf16, L 8192)" "$out/compare_attention_torch_cuda_8k.txt" 200 \
+  wanted attention8k && step "GPU attention vs PyTorch (bf16, L 8192)" "$out/compare_attention_torch_cuda_8k.txt" 200 \
     python3 bench/compare_attention_torch_cuda.py --bench "$bin/bench_cuda_attention" --seqs 8192 \
-    --dims 64,128 --modes bf16 --min-time $mt || true
+    --dims 64,128 --modes bf16 --impls "$impls" --min-time $mt || true
+  wanted relative && step "GPU relative attention vs PyTorch (XLNet core)" "$out/compare_relative_torch_cuda.txt" 200 \
+    python3 bench/compare_relative_torch_cuda.py --bench "$bin/bench_cuda_relative_attention" --seqs 512,2048 \
+    --min-time $mt || true
 else
-  step "GPU attention benchmarks (fused vs naive)" "$out/bench_cuda_attention.txt" 300 "$bin/bench_cuda_attention" \
+  wanted attention && step "GPU attention benchmarks (fused vs naive)" "$out/bench_cuda_attention.txt" 300 "$bin/bench_cuda_attention" \
     --benchmark_filter='^attention/(naive|fused|tiles)/[^/]+/(fp32|tf32|bf16)/D:64/L:(1024|4096)/' --benchmark_min_time=$mt || true
 fi
+wanted relative && ! torch_cuda && step "GPU relative attention benchmarks (fused vs unfused)" \
+  "$out/bench_cuda_relative_attention.txt" 200 "$bin/bench_cuda_relative_attention" \
+  --benchmark_filter='/L:(512|2048)/' --benchmark_min_time=$mt || true
 # BPT graph attention against dense attention on the GPU, two lengths (the scaling at a glance).
-step "GPU BPT graph attention benchmarks" "$out/bench_cuda_graph_attention.txt" 200 "$bin/bench_cuda_graph_attention" \
+wanted graph && step "GPU BPT graph attention benchmarks" "$out/bench_cuda_graph_attention.txt" 200 "$bin/bench_cuda_graph_attention" \
   --benchmark_filter='^gpu/(bpt|dense)/[^/]+/n:(1024|8192)/' --benchmark_min_time=$mt || true
 
 {
@@ -177,8 +196,10 @@ step "GPU BPT graph attention benchmarks" "$out/bench_cuda_graph_attention.txt" 
   grep -E "^BM_|^Benchmark|^-" "$out/bench_lstm.txt" 2>/dev/null
   grep -E "^attention/|^Benchmark|^-" "$out/bench_cuda_attention.txt" 2>/dev/null
   grep -E "^gpu/|^Benchmark|^-" "$out/bench_cuda_graph_attention.txt" 2>/dev/null
+  grep -E "^relattn/|^Benchmark|^-" "$out/bench_cuda_relative_attention.txt" 2>/dev/null
   tail -n +2 "$out/compare_attention_torch_cuda.txt" 2>/dev/null
   tail -n +3 "$out/compare_attention_torch_cuda_8k.txt" 2>/dev/null
+  cat "$out/compare_relative_torch_cuda.txt" 2>/dev/null
   cat "$out/compare_kernels_torch_cuda.txt" 2>/dev/null
   echo '```'
   echo
