@@ -231,14 +231,80 @@ __device__ __forceinline__ bool plain_backward(const AttentionArgs<float>& a, in
 
 // P Z and dS of one score element from its product qk: in a plain block from qk alone, in base 2;
 // elsewhere by attention_common's rules (terms, hidden keys, empty rows, dropout).
-__device__ __forceinline__ void element_grad(const AttentionArgs<float>& a, bool plain, int64_t b, int64_t h,
-                                             int64_t i, int64_t j, int64_t klen, float qk, float lse_i, float dp,
-                                             float delta_i, float& pz, float& ds) {
-  if (plain) {
+//
+// The kernels test "plain" once per block and run one of two unrolled loops over the tile (the
+// callers' `plain ? f<true>(...) : f<false>(...)`), not a test per element: with the test inside
+// the unrolled loop, the plain path jumped over an inlined copy of the general rules at every
+// element, and on an H200 a third of the forward's stalls were instruction fetches.
+template <bool Plain>
+__device__ __forceinline__ void element_grad(const AttentionArgs<float>& a, int64_t b, int64_t h, int64_t i,
+                                             int64_t j, int64_t klen, float qk, float lse_i, float dp, float delta_i,
+                                             float& pz, float& ds) {
+  if constexpr (Plain) {
     pz = exp2_or_zero(fmaf(qk, a.scale * kLog2e, -lse_i * kLog2e));
     ds = pz * (dp - delta_i);
   } else {
     probs_and_grad(a, b, h, i, j, score(a, b, h, i, j, klen, qk * a.scale), lse_i, dp, delta_i, pz, ds);
+  }
+}
+
+// The forward's scores of a warp's 16 x (NK * 8) tile in base 2 (times log2 e), in place, and the
+// running row maxima mx of rows g, g + 8 (this lane's columns): one multiply in a plain block.
+template <bool Plain, int NK>
+__device__ __forceinline__ void scores_base2(const AttentionArgs<float>& a, int64_t b, int64_t h, int64_t i0,
+                                             int64_t j0, int64_t klen, float (&s)[NK][4], float (&mx)[2], int lane) {
+  const int g = lane / 4, t = lane % 4;
+  const float scale2 = a.scale * kLog2e;
+#pragma unroll
+  for (int n = 0; n < NK; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float x;
+      if constexpr (Plain) x = s[n][e] * scale2;
+      else x = score(a, b, h, i0 + g + 8 * (e / 2), j0 + n * 8 + 2 * t + e % 2, klen, s[n][e] * a.scale) * kLog2e;
+      s[n][e] = x;
+      mx[e / 2] = fmaxf(mx[e / 2], x);
+    }
+}
+
+// ... then the probabilities 2^(x - mu) in place, their row sums (before dropout) into sum, and
+// with Dropout the kept ones scaled by 1 / (1 - p), the others zero.
+template <bool Dropout, int NK>
+__device__ __forceinline__ void probs_base2(const AttentionArgs<float>& a, int64_t b, int64_t h, int64_t i0,
+                                            int64_t j0, float (&s)[NK][4], const float (&mu)[2], float (&sum)[2],
+                                            int lane) {
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int n = 0; n < NK; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float p = exp2_or_zero(s[n][e] - mu[e / 2]);
+      sum[e / 2] += p;
+      if constexpr (Dropout) s[n][e] = p * drop_factor(a, b, h, i0 + g + 8 * (e / 2), j0 + n * 8 + 2 * t + e % 2);
+      else s[n][e] = p;
+    }
+}
+
+// P Z and dS of a warp's tile, in place of its products s and dp: the backward kernels' loop.
+// query_key(n, e, i, j) names element (n, e)'s query and key (dK/dV holds the tile transposed);
+// stats(n, e, lse, delta) gives its query's statistics, after begin(n) at each column block n.
+template <bool Plain, int N, class QueryKey, class Begin, class Stats>
+__device__ __forceinline__ void tile_grads(const AttentionArgs<float>& a, int64_t b, int64_t h, int64_t klen,
+                                           float (&s)[N][4], float (&dp)[N][4], QueryKey&& query_key, Begin&& begin,
+                                           Stats&& stats) {
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    begin(n);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      int64_t i, j;
+      query_key(n, e, i, j);
+      float lse_i, delta_i, pz, ds;
+      stats(n, e, lse_i, delta_i);
+      element_grad<Plain>(a, b, h, i, j, klen, s[n][e], lse_i, dp[n][e], delta_i, pz, ds);
+      s[n][e] = pz;
+      dp[n][e] = ds;
+    }
   }
 }
 
@@ -272,7 +338,6 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
   zero_acc(o);
   // Rows g, g + 8: running max m (base 2) and sum l (this lane's columns; the quad adds at the end).
   float m[2] = {neg_inf<float>(), neg_inf<float>()}, l[2] = {0.0f, 0.0f};
-  const float scale2 = a.scale * kLog2e;
   int stage = 0;
   for (int64_t j0 = 0; j0 < kend; j0 += BK, stage ^= 1) {
     const bool more = j0 + BK < kend;
@@ -287,19 +352,9 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
     mma_abt<E, DMAX, NK>(s, qs, w0, kt, a.D, lane);
 
     // Scores in base 2 (times log2 e): one multiply and one exp2 per element in the common case.
-    const bool plain = interior(a, i0 + w0, j0, BK, klen);
     float mx[2] = {m[0], m[1]};
-#pragma unroll
-    for (int n = 0; n < NK; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float x = s[n][e] * scale2;
-        if (!plain)
-          x = score(a, b, h, i0 + w0 + g + 8 * (e / 2), j0 + n * 8 + 2 * t + e % 2, klen, s[n][e] * a.scale) *
-              kLog2e;
-        s[n][e] = x;
-        mx[e / 2] = fmaxf(mx[e / 2], x);
-      }
+    if (interior(a, i0 + w0, j0, BK, klen)) scores_base2<true>(a, b, h, i0 + w0, j0, klen, s, mx, lane);
+    else scores_base2<false>(a, b, h, i0 + w0, j0, klen, s, mx, lane);
     float alpha[2], mu[2], sum[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -308,16 +363,8 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
       mu[r] = mx[r] == neg_inf<float>() ? 0.0f : mx[r];
       m[r] = mx[r];
     }
-#pragma unroll
-    for (int n = 0; n < NK; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float p = exp2_or_zero(s[n][e] - mu[e / 2]);
-        sum[e / 2] += p;
-        s[n][e] = a.dropout_p > 0
-                      ? p * drop_factor(a, b, h, i0 + w0 + g + 8 * (e / 2), j0 + n * 8 + 2 * t + e % 2)
-                      : p;
-      }
+    if (a.dropout_p > 0) probs_base2<true>(a, b, h, i0 + w0, j0, s, mu, sum, lane);
+    else probs_base2<false>(a, b, h, i0 + w0, j0, s, mu, sum, lane);
 #pragma unroll
     for (int r = 0; r < 2; ++r) l[r] = l[r] * alpha[r] + sum[r];
 #pragma unroll
@@ -401,32 +448,34 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
       zero_acc(dp);
       mma_abt<E, DMAX, NQ>(s, ks, w0, qt, a.D, lane);
       mma_abt<E, DMAX, NQ>(dp, vs, w0, dot, a.Dv, lane);
-      const bool plain = plain_backward(a, i0, BQ, j0 + w0, 16, klen);
-#pragma unroll
-      for (int n = 0; n < NQ; ++n) {
-        // The statistics of the lane's two query columns, straight from global memory: rows past
-        // Lq get lse -inf, so p = 0. Kept out of shared memory, which TF32 at D = 128 fills to
-        // exactly the 99 KB of consumer GPUs.
-        float lse_c[2], delta_c[2];
+      // The statistics of the lane's two query columns, straight from global memory: rows past
+      // Lq get lse -inf, so p = 0. Kept out of shared memory, which TF32 at D = 128 fills to
+      // exactly the 99 KB of consumer GPUs.
+      float lse_c[2], delta_c[2];
+      auto begin = [&](int n) {
 #pragma unroll
         for (int cc = 0; cc < 2; ++cc) {
           const int64_t i = i0 + n * 8 + 2 * t + cc;
           lse_c[cc] = i < a.Lq ? lse[head * a.Lq + i] : neg_inf<float>();
           delta_c[cc] = i < a.Lq ? delta[head * a.Lq + i] : 0.0f;
         }
+      };
+      auto query_key = [&](int n, int e, int64_t& i, int64_t& j) {
+        i = i0 + n * 8 + 2 * t + e % 2, j = j0 + w0 + g + 8 * (e / 2);
+      };
+      auto stats = [&](int, int e, float& l, float& d) { l = lse_c[e % 2], d = delta_c[e % 2]; };
+      if (plain_backward(a, i0, BQ, j0 + w0, 16, klen)) tile_grads<true>(a, b, h, klen, s, dp, query_key, begin, stats);
+      else tile_grads<false>(a, b, h, klen, s, dp, query_key, begin, stats);
+      if (dbias)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int64_t i = i0 + n * 8 + 2 * t + e % 2, j = j0 + w0 + g + 8 * (e / 2);
-          float pz, ds;
-          element_grad(a, plain, b, h, i, j, klen, s[n][e], lse_c[e % 2], dp[n][e], delta_c[e % 2], pz, ds);
-          s[n][e] = pz;
-          dp[n][e] = ds;
-          if (dbias) {
-            if (!per_query) bsum[e / 2] += ds;
-            else if (i < a.Lq && j < a.Lk) dbias[(head * a.Lq + i) * a.Lk + j] = ds;
+        for (int n = 0; n < NQ; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            int64_t i, j;
+            query_key(n, e, i, j);
+            if (!per_query) bsum[e / 2] += dp[n][e];
+            else if (i < a.Lq && j < a.Lk) dbias[(head * a.Lq + i) * a.Lk + j] = dp[n][e];
           }
-        }
-      }
       mma_pb<E, DMAX, NQ, ND>(dv, s, dot, a.Dv, lane);  // dV += (P Z)^T dO
       mma_pb<E, DMAX, NQ, ND>(dk, dp, qt, a.D, lane);   // dK += dS^T Q (scaled below)
 
@@ -498,16 +547,13 @@ __global__ void __launch_bounds__(Fa2Tile<E, DMAX>::kThreads)
     zero_acc(dp);
     mma_abt<E, DMAX, NK>(s, qs, w0, kt, a.D, lane);
     mma_abt<E, DMAX, NK>(dp, dos, w0, vt, a.Dv, lane);
-    const bool plain = plain_backward(a, i0 + w0, 16, j0, BK, klen);
-#pragma unroll
-    for (int n = 0; n < NK; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t i = i0 + w0 + g + 8 * (e / 2), j = j0 + n * 8 + 2 * t + e % 2;
-        float pz, ds;
-        element_grad(a, plain, b, h, i, j, klen, s[n][e], lr[e / 2], dp[n][e], dr[e / 2], pz, ds);
-        dp[n][e] = ds;
-      }
+    auto query_key = [&](int n, int e, int64_t& i, int64_t& j) {
+      i = i0 + w0 + g + 8 * (e / 2), j = j0 + n * 8 + 2 * t + e % 2;
+    };
+    auto begin = [](int) {};
+    auto stats = [&](int, int e, float& l, float& d) { l = lr[e / 2], d = dr[e / 2]; };
+    if (plain_backward(a, i0 + w0, 16, j0, BK, klen)) tile_grads<true>(a, b, h, klen, s, dp, query_key, begin, stats);
+    else tile_grads<false>(a, b, h, klen, s, dp, query_key, begin, stats);
     mma_pb<E, DMAX, NK, ND>(dq, dp, kt, a.D, lane);  // dQ += dS K (scaled below)
 
     if (more) warp::cp_async_wait_all();
