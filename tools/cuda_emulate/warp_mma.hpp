@@ -3,6 +3,7 @@
 // cp.async copies are held back until the wait and their destinations read as NaN until then, so
 // a read before the wait (or before the barrier after it) shows.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -104,7 +105,11 @@ inline void cp_async_wait_all() {
   for (auto& p : g_pending[threadIdx.x]) std::memcpy(p.dst, p.data, 16);
   g_pending[threadIdx.x].clear();
 }
-inline float ex2_approx(float x) { return std::exp2(x); }
+// ex2.approx.ftz: subnormal results are flushed to 0 (the kernels rely on it for exp_or_zero's rule).
+inline float ex2_approx(float x) {
+  const float y = std::exp2(x);
+  return std::fpclassify(y) == FP_SUBNORMAL ? 0.0f : y;
+}
 template <class E> inline uint32_t pack2(float lo, float hi) {
   return uint32_t(enc<E>(lo)) | (uint32_t(enc<E>(hi)) << 16);
 }
