@@ -1,8 +1,8 @@
 // Fused Transformer-XL / XLNet relative attention on the GPU against the CPU fused op and the
 // reference composition on the same inputs, over the configurations of
 // relative_attention_cases.hpp (shared with the kernels' host emulation): the output, the
-// probabilities and all eight gradients, the dropout counters; bit-for-bit repeatability and the
-// refusals.
+// probabilities and all eight gradients, the dropout counters; the reference composition run on
+// the GPU against the same; bit-for-bit repeatability and the refusals.
 #include <string>
 #include <vector>
 
@@ -48,9 +48,14 @@ void check(const Case& c, uint64_t seed) {
     INFO("against the CPU fused op");
     compare(g, run<T>(c, in, Device::cpu(), fused_op), ct::tol<T>());
   }
+  const Run<T> want = run<T>(c, in, Device::cpu(), reference_op);
   {
     INFO("against the CPU reference");
-    compare(g, run<T>(c, in, Device::cpu(), reference_op), ct::tol<T>());
+    compare(g, want, ct::tol<T>());
+  }
+  {
+    INFO("the reference composition itself on the GPU (cuBLAS products, the shift as views)");
+    compare(run<T>(c, in, gpu(), reference_op), want, ct::tol<T>());
   }
 }
 

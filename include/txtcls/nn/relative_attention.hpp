@@ -281,7 +281,8 @@ class XLNetRelativeAttention : public Module<T> {
     }
     score = mul(score, static_cast<T>(scale_));
     Tensor<T> additive;
-    if (attn_mask.defined()) additive = masked_fill(zeros<T>(attn_mask.shape()), attn_mask, static_cast<T>(-1e30));
+    if (attn_mask.defined())
+      additive = masked_fill(zeros<T>(attn_mask.shape(), score.device()), attn_mask, static_cast<T>(-1e30));
     Tensor<T> prob = dropout->forward(softmax(score, -1, additive));
     if (attn_prob) *attn_prob = prob;
     return matmul(prob, v_head_h);

@@ -163,9 +163,10 @@ template <class T>
 Tensor<uint8_t> relative_attention_hidden(const RelativeAttentionOptions<T>& o, const RelAttnDims& d) {
   if (!o.causal) return o.mask;
   Shape ms{1, 1, d.Lq, d.Lk};
-  if (o.mask.defined()) ms = broadcast_shapes(ms, o.mask.shape(), "relative_attention_reference");
-  const Shape sm = o.mask.defined() ? broadcast_strides(o.mask.shape(), o.mask.strides(), ms) : Shape(4, 0);
-  const uint8_t* pm = o.mask.defined() ? o.mask.data() : nullptr;
+  const Tensor<uint8_t> mask = o.mask.defined() ? o.mask.cpu() : o.mask;  // built on the host
+  if (mask.defined()) ms = broadcast_shapes(ms, mask.shape(), "relative_attention_reference");
+  const Shape sm = mask.defined() ? broadcast_strides(mask.shape(), mask.strides(), ms) : Shape(4, 0);
+  const uint8_t* pm = mask.defined() ? mask.data() : nullptr;
   Tensor<uint8_t> m(ms);
   uint8_t* out = m.data();
   for (int64_t b = 0, n = 0; b < ms[0]; ++b)
@@ -180,7 +181,7 @@ Tensor<uint8_t> relative_attention_hidden(const RelativeAttentionOptions<T>& o, 
 template <class T>
 Tensor<T> segment_weights(const Tensor<int64_t>& seg_q, const Tensor<int64_t>& seg_k) {
   const int64_t B = seg_q.size(0), Lq = seg_q.size(1), Lk = seg_k.size(1);
-  const Tensor<int64_t> a = seg_q.contiguous(), c = seg_k.contiguous();
+  const Tensor<int64_t> a = seg_q.cpu().contiguous(), c = seg_k.cpu().contiguous();  // built on the host
   Tensor<T> w = zeros<T>({B, Lq, Lk, 2});
   T* p = w.data();
   for (int64_t b = 0; b < B; ++b)
@@ -408,27 +409,28 @@ Tensor<T> relative_attention_cuda(const Tensor<T>& q, const Tensor<T>& k, const 
 }  // namespace detail
 
 // Reference: the composition of core ops that defines the contract (see the top of this file),
-// the same operations as nn::XLNetRelativeAttention's unfused path.
+// the same operations as nn::XLNetRelativeAttention's unfused path. On any device q is on (every
+// float operand with it; masks and segment ids may stay on the host).
 template <class T>
 Tensor<T> relative_attention_reference(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v,
                                        const Tensor<T>& k_r, const Tensor<T>& r_w_bias, const Tensor<T>& r_r_bias,
                                        const RelativeAttentionOptions<T>& o = {}) {
-  const detail::RelAttnDims d =
-      detail::check_relative_attention(q, k, v, k_r, r_w_bias, r_r_bias, o, "relative_attention_reference");
+  const detail::RelAttnDims d = detail::check_relative_attention(q, k, v, k_r, r_w_bias, r_r_bias, o,
+                                                                 "relative_attention_reference", !q.device().is_cpu());
   auto biased = [&](const Tensor<T>& bias) { return add(q, bias.unsqueeze(1)); };  // + [H, 1, D]
   Tensor<T> ac = matmul(biased(r_w_bias), k.transpose(-1, -2));
   Tensor<T> bd = rel_shift_bnij(matmul(biased(r_r_bias), k_r.transpose(-1, -2)), d.Lk);
   Tensor<T> score = add(ac, bd);
   if (o.seg_embed.defined()) {
     Tensor<T> ef_s = matmul(biased(o.r_s_bias), o.seg_embed.permute({1, 2, 0}));  // [B, H, Lq, 2]
-    const Tensor<T> w = o.seg_mat.defined() ? o.seg_mat : detail::segment_weights<T>(o.seg_q, o.seg_k);
+    const Tensor<T> w = o.seg_mat.defined() ? o.seg_mat : detail::segment_weights<T>(o.seg_q, o.seg_k).to(q.device());
     auto term = [&](int64_t s) { return mul(w.select(-1, s).unsqueeze(1), ef_s.select(-1, s).unsqueeze(-1)); };
     score = add(score, add(term(0), term(1)));
   }
   score = mul(score, detail::relative_attention_scale(o, d.D));
   const Tensor<uint8_t> hidden = detail::relative_attention_hidden(o, d);
   Tensor<T> additive;
-  if (hidden.defined()) additive = masked_fill(zeros<T>(hidden.shape()), hidden, static_cast<T>(-1e30));
+  if (hidden.defined()) additive = masked_fill(zeros<T>(hidden.shape(), q.device()), hidden, static_cast<T>(-1e30));
   Tensor<T> prob = softmax(score, -1, additive);
   if (o.dropout_p > 0) prob = dropout(prob, o.dropout_p, o.generator ? *o.generator : default_generator());
   if (o.probs) *o.probs = prob.detach();

@@ -216,14 +216,24 @@ Tensor<T> xlnet_relative_positional_encoding(int64_t qlen, int64_t klen, int64_t
 // from query i (absolute position mlen + i) to key j. With fewer columns (uni: J = klen + 1) the read
 // runs on into row i + 1 for j > mlen + i, exactly as HF's reshape does (those keys are future ones,
 // which the causal mask hides). Each input element is read at most once, so the backward is a scatter.
+// On the CPU one copy per row; on other devices HF's own sequence of views (their copies and
+// gradients are the backend's).
 template <class T>
 Tensor<T> rel_shift_bnij(const Tensor<T>& x, int64_t klen) {
-  detail::require_cpu(x, "rel_shift_bnij");
   TXTCLS_CHECK(x.dim() >= 2, "rel_shift_bnij: input must have at least 2 dims [..., qlen, P], got ",
                shape_str(x.shape()));
   const int64_t I = x.size(-2), J = x.size(-1);
   TXTCLS_CHECK(klen >= 0 && klen <= J - 1, "rel_shift_bnij: klen ", klen, " must be in [0, ", J - 1,
                "] for input ", shape_str(x.shape()), " (one column fewer than its last dim)");
+  if (!x.device().is_cpu()) {
+    auto lead_and = [&](int64_t a, int64_t b) {
+      Shape s(x.shape().begin(), x.shape().end() - 2);
+      s.push_back(a);
+      s.push_back(b);
+      return s;
+    };
+    return x.reshape(lead_and(J, I)).slice(-2, 1, J).reshape(lead_and(I, J - 1)).slice(-1, 0, klen).contiguous();
+  }
   const int64_t planes = I > 0 ? x.numel() / (I * J) : 0;  // J >= 1 here
   Shape os = x.shape();
   os.back() = klen;
