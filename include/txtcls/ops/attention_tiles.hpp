@@ -16,6 +16,17 @@
 #include "txtcls/ops/dropout.hpp"
 #include "txtcls/ops/packed_gemm.hpp"
 
+// The vector helpers of the softmax (exp8, exp_sub, softmax_step, probs_and_score_grad) need only
+// AVX2 + FMA, whichever GEMM multiplies: they also run where AVX-512 is available and
+// TXTCLS_SGEMM_AVX2 is off (Eigen's 512-bit kernel multiplies there). Without them an AVX-512
+// build fell back to libm's scalar expf, a quarter of the forward's time.
+#if defined(__AVX2__) && defined(__FMA__)
+#define TXTCLS_VEC_AVX2 1
+#include <immintrin.h>
+#else
+#define TXTCLS_VEC_AVX2 0
+#endif
+
 namespace txtcls::detail::attn {
 
 // A [B, H, L, W] operand with unit stride along W: row (b, h, i) starts at p + b*sb + h*sh + i*si.
@@ -234,7 +245,7 @@ T exp_or_zero(T a) {
   return a < kExpFloor<T> ? T(0) : std::exp(a);
 }
 
-#if TXTCLS_SGEMM_AVX2
+#if TXTCLS_VEC_AVX2
 // exp of 8 floats: Cephes' expf (range reduction by ln 2 in two parts, degree-6 polynomial),
 // within 2 ulp of std::exp; 0 below kExpFloor, NaN stays NaN. Arguments here are <= ~0.
 inline __m256 exp8(__m256 x) {
@@ -276,7 +287,7 @@ void exp_in_place(T* x, int64_t n) {
 // x[i] = exp(x[i] - m) (a backward tile column: one query, many keys).
 template <class T>
 void exp_sub(T* x, T m, int64_t n) {
-#if TXTCLS_SGEMM_AVX2
+#if TXTCLS_VEC_AVX2
   if constexpr (std::is_same_v<T, float>) {
     int64_t i = 0;
     const __m256 mv = _mm256_set1_ps(m);
@@ -318,7 +329,7 @@ bool softmax_step(T* s, int64_t rows, int64_t cols, int64_t panel, int64_t cs, T
   int64_t i = 0;
   bool rescale = false;
   auto row = [&](int64_t r) { return s + (r / 16) * panel + r % 16; };
-#if TXTCLS_SGEMM_AVX2
+#if TXTCLS_VEC_AVX2
   if constexpr (std::is_same_v<T, float>) {
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
     const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
@@ -365,7 +376,7 @@ bool softmax_step(T* s, int64_t rows, int64_t cols, int64_t panel, int64_t cs, T
 template <class T>
 void probs_and_score_grad(T* p, T* u, T lse, T delta, int64_t n) {
   int64_t j = 0;
-#if TXTCLS_SGEMM_AVX2
+#if TXTCLS_VEC_AVX2
   if constexpr (std::is_same_v<T, float>) {
     const __m256 lv = _mm256_set1_ps(lse), dv = _mm256_set1_ps(delta);
     for (; j + 8 <= n; j += 8) {
