@@ -13,10 +13,8 @@
 #include <benchmark/benchmark.h>
 
 #include <string>
-#include <vector>
 
-#include "txtcls/ops/relative_attention_fused.hpp"
-#include "txtcls/txtcls.hpp"
+#include "relative_inputs.hpp"
 
 using namespace txtcls;
 
@@ -29,36 +27,26 @@ struct RelCase {
 };
 
 void BM_relative(benchmark::State& st, RelCase c, bool fused, bool backward) {
-  const int64_t B = c.B, H = kHeads, D = kDim, Lq = c.L, Lk = c.mlen + c.L, P = Lk + Lq;
-  Generator g(3);
-  auto q = randn<float>({B, H, Lq, D}, g), k = randn<float>({B, H, Lk, D}, g), v = randn<float>({B, H, Lk, D}, g);
-  auto kr = randn<float>({1, H, P, D}, g);
-  auto rw = randn<float>({H, D}, g, 0.0, 0.1), rr = randn<float>({H, D}, g, 0.0, 0.1);
-  RelativeAttentionOptions<float> o;
-  o.r_s_bias = randn<float>({H, D}, g, 0.0, 0.1);
-  o.seg_embed = randn<float>({2, H, D}, g, 0.0, 0.1);
-  // Two segments of the current input, the memory in segment 0 (XLNetModel's seg_mat).
-  std::vector<int64_t> ids(static_cast<size_t>(B * Lq));
-  for (int64_t i = 0; i < B * Lq; ++i) ids[static_cast<size_t>(i)] = (i % Lq) >= Lq / 2;
-  o.seg_mat = nn::xlnet_segment_matrix<float>(from_vector<int64_t>(ids, {B, Lq}), c.mlen);
-  std::vector<Tensor<float>*> leaves{&q, &k, &v, &kr, &rw, &rr, &o.r_s_bias, &o.seg_embed};
+  bench::RelativeInputs in = bench::relative_inputs(c.B, kHeads, kDim, c.L, c.mlen, Device::cpu());
   auto attend = [&] {
-    return fused ? relative_attention(q, k, v, kr, rw, rr, o) : relative_attention_reference(q, k, v, kr, rw, rr, o);
+    return fused ? relative_attention(in.q, in.k, in.v, in.kr, in.rw, in.rr, in.o)
+                 : relative_attention_reference(in.q, in.k, in.v, in.kr, in.rw, in.rr, in.o);
   };
   if (backward) {
-    for (auto* t : leaves) t->set_requires_grad(true);
-    auto gout = randn<float>({B, H, Lq, D}, g);
+    for (auto* t : in.leaves()) t->set_requires_grad(true);
+    Generator g(4);
+    const auto gout = randn<float>({c.B, kHeads, c.L, kDim}, g);
     for (auto _ : st) {
       Tensor<float> out = attend();
       out.backward(gout);
-      benchmark::DoNotOptimize(kr.grad().data());
-      for (auto* t : leaves) t->zero_grad();
+      benchmark::DoNotOptimize(in.kr.grad().data());
+      for (auto* t : in.leaves()) t->zero_grad();
     }
   } else {
     NoGradGuard ng;
     for (auto _ : st) benchmark::DoNotOptimize(attend().data());
   }
-  st.counters["tokens/s"] = benchmark::Counter(static_cast<double>(B * Lq), benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["tokens/s"] = benchmark::Counter(static_cast<double>(c.B * c.L), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Registered at start-up, so the program's main (bench/attention_sdpa.cpp) runs them beside its own.

@@ -13,12 +13,10 @@
 
 #include <exception>
 #include <string>
-#include <vector>
 
 #include "cuda_timing.hpp"
+#include "relative_inputs.hpp"
 #include "txtcls/cuda/runtime.hpp"
-#include "txtcls/ops/relative_attention_fused.hpp"
-#include "txtcls/txtcls.hpp"
 
 using namespace txtcls;
 
@@ -33,29 +31,18 @@ struct Case {
 
 void run(benchmark::State& state, const Case& c) {
   const Device dev = Device::cuda(0);
-  const int64_t B = kBatch, H = kHeads, D = kDim, Lq = c.L, Lk = c.mlen + c.L, P = Lk + Lq;
-  Generator g(3);
-  auto make = [&](const Shape& s, double sd) { return randn<float>(s, g, 0.0, sd, dev); };
-  Tensor<float> q = make({B, H, Lq, D}, 1), k = make({B, H, Lk, D}, 1), v = make({B, H, Lk, D}, 1);
-  Tensor<float> kr = make({1, H, P, D}, 1), rw = make({H, D}, 0.1), rr = make({H, D}, 0.1);
-  RelativeAttentionOptions<float> o;
-  o.r_s_bias = make({H, D}, 0.1);
-  o.seg_embed = make({2, H, D}, 0.1);
-  // Two segments in the current input, the memory in segment 0 (XLNetModel's seg_mat).
-  std::vector<int64_t> ids(static_cast<size_t>(B * Lq));
-  for (int64_t i = 0; i < B * Lq; ++i) ids[static_cast<size_t>(i)] = (i % Lq) >= Lq / 2;
-  o.seg_mat = nn::xlnet_segment_matrix<float>(from_vector<int64_t>(ids, {B, Lq}), c.mlen).to(dev);
-  std::vector<Tensor<float>*> leaves{&q, &k, &v, &kr, &rw, &rr, &o.r_s_bias, &o.seg_embed};
+  bench::RelativeInputs in = bench::relative_inputs(kBatch, kHeads, kDim, c.L, c.mlen, dev);
   if (c.backward)  // else no graph is recorded: no input needs a gradient
-    for (auto* t : leaves) t->set_requires_grad(true);
-  const Tensor<float> gout = make({B, H, Lq, D}, 1);
+    for (auto* t : in.leaves()) t->set_requires_grad(true);
+  Generator g(4);
+  const Tensor<float> gout = randn<float>({kBatch, kHeads, c.L, kDim}, g, 0.0, 1.0, dev);
   try {
     txtcls::bench::time_gpu_events(state, [&] {
-      Tensor<float> out = c.fused ? relative_attention(q, k, v, kr, rw, rr, o)
-                                  : relative_attention_reference(q, k, v, kr, rw, rr, o);
+      Tensor<float> out = c.fused ? relative_attention(in.q, in.k, in.v, in.kr, in.rw, in.rr, in.o)
+                                  : relative_attention_reference(in.q, in.k, in.v, in.kr, in.rw, in.rr, in.o);
       if (c.backward) {
         out.backward(gout);
-        for (auto* t : leaves) t->zero_grad();
+        for (auto* t : in.leaves()) t->zero_grad();
       }
       benchmark::DoNotOptimize(out);
     });
@@ -63,7 +50,7 @@ void run(benchmark::State& state, const Case& c) {
     state.SkipWithError(e.what());
     return;
   }
-  state.counters["tokens/s"] = benchmark::Counter(double(B * Lq), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] = benchmark::Counter(double(kBatch * c.L), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void register_all() {

@@ -2,11 +2,12 @@
 // broadcasting and arbitrary strides. Two paths:
 //   contiguous  every operand flat and dense: 16-byte vector loads and stores when the pointers
 //               allow it (float4 / double2), a scalar loop for the head and tail;
-//   strided     offsets from the merged geometry (at most kMaxDims dims), one division per dim,
-//               in 32 bits where every offset fits.
+//   strided     offsets from the merged geometry (at most kMaxDims dims; geometry.cuh), one
+//               division per dim, in 32 bits where every offset fits.
 // Both are grid-stride loops, so any n runs with a bounded grid.
 #include <cstdint>
 
+#include "geometry.cuh"
 #include "launch.cuh"
 #include "txtcls/cuda/elementwise.hpp"
 #include "txtcls/ops/functors.hpp"
@@ -76,40 +77,17 @@ __global__ void map_vectorized(Op op, Inputs<T, N> in, T* __restrict__ out, int6
   }
 }
 
-// Index arithmetic in I: uint32_t where every index and offset fits (fits_32bit), int64_t
-// otherwise. A 32-bit division is a fraction of a 64-bit one's instructions, and the divisions
-// per dim are most of what a broadcast costs.
+// Offsets in I (geometry.cuh): uint32_t where fits_32bit(g), int64_t otherwise.
 template <class I, class T, int N, class Op>
 __global__ void map_strided(Op op, Inputs<T, N> in, T* out, Geometry g) {
-  const I n = static_cast<I>(g.numel), step = static_cast<I>(gridDim.x) * static_cast<I>(blockDim.x);
-  for (I i = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + threadIdx.x; i < n; i += step) {
-    I off[N + 1] = {};
-    I rem = i;
-    for (int d = g.nd - 1; d >= 0; --d) {
-      const I size = static_cast<I>(g.size[d]), idx = rem % size;
-      rem /= size;
-      for (int k = 0; k <= N; ++k) off[k] += idx * static_cast<I>(g.stride[k][d]);
-    }
+  const I n = static_cast<I>(g.numel);
+  for (I i = grid_first<I>(); i < n; i += grid_step<I>()) {
+    I off[N + 1];
+    geometry_offsets<I, N + 1>(i, g, off);
     T v[N > 0 ? N : 1];
     for (int k = 0; k < N; ++k) v[k] = in.p[k][off[k + 1]];
     out[off[0]] = apply<T, N>(op, v);
   }
-}
-
-// Whether map_strided may index in 32 bits: the element count and every operand's furthest
-// offset below 2^31 (so that i + step, < 2^32, cannot wrap either), strides non-negative.
-bool fits_32bit(const Geometry& g) {
-  constexpr int64_t kMax = (int64_t(1) << 31) - 1;
-  if (g.numel > kMax) return false;
-  for (int k = 0; k < g.operands; ++k) {
-    int64_t furthest = 0;
-    for (int d = 0; d < g.nd; ++d) {
-      if (g.stride[k][d] < 0) return false;
-      furthest += (g.size[d] - 1) * g.stride[k][d];
-    }
-    if (furthest > kMax) return false;
-  }
-  return true;
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }

@@ -5,6 +5,7 @@
 // launch and match the CPU's summation order.
 #include <cstdint>
 
+#include "geometry.cuh"
 #include "launch.cuh"
 #include "txtcls/cuda/indexing.hpp"
 
@@ -101,32 +102,24 @@ __global__ void copy_rows_kernel(const T* __restrict__ src, int64_t src_pitch, T
   }
 }
 
-// Offsets of element e (row-major over g.size) in operands 1..count-1.
-template <int Count>
-__device__ __forceinline__ void operand_offsets(int64_t e, const Geometry& g, int64_t (&off)[Count]) {
-  for (int o = 0; o < Count; ++o) off[o] = 0;
-  for (int k = g.nd - 1; k >= 0; --k) {
-    const int64_t i = e % g.size[k];
-    e /= g.size[k];
-    for (int o = 0; o < Count; ++o) off[o] += i * g.stride[o][k];
-  }
-}
-
-template <class T>
+// Offsets in I (geometry.cuh): uint32_t where fits_32bit(g), int64_t otherwise.
+template <class I, class T>
 __global__ void select_kernel(const uint8_t* __restrict__ c, const T* __restrict__ a, const T* __restrict__ b,
                               T* __restrict__ out, Geometry g) {
-  GRID_STRIDE(e, g.numel) {
-    int64_t off[4];
-    operand_offsets<4>(e, g, off);
+  const I n = static_cast<I>(g.numel);
+  for (I e = grid_first<I>(); e < n; e += grid_step<I>()) {
+    I off[4];
+    geometry_offsets<I, 4>(e, g, off);
     out[off[0]] = c[off[1]] != 0 ? a[off[2]] : b[off[3]];
   }
 }
 
-template <class T>
+template <class I, class T>
 __global__ void compare_kernel(const T* __restrict__ x, T v, Compare op, uint8_t* __restrict__ out, Geometry g) {
-  GRID_STRIDE(e, g.numel) {
-    int64_t off[2];
-    operand_offsets<2>(e, g, off);
+  const I n = static_cast<I>(g.numel);
+  for (I e = grid_first<I>(); e < n; e += grid_step<I>()) {
+    I off[2];
+    geometry_offsets<I, 2>(e, g, off);
     const T a = x[off[1]];
     bool r = false;
     switch (op) {
@@ -194,14 +187,16 @@ void copy_rows(const T* src, int64_t src_pitch, T* dst, int64_t dst_pitch, int64
 template <class T>
 void select(const uint8_t* cond, const T* a, const T* b, T* out, const Geometry& g) {
   if (g.numel == 0) return;
-  select_kernel<T><<<grid_for(g.numel), kBlock, 0, active_stream()>>>(cond, a, b, out, g);
+  if (fits_32bit(g)) select_kernel<uint32_t, T><<<grid_for(g.numel), kBlock, 0, active_stream()>>>(cond, a, b, out, g);
+  else select_kernel<int64_t, T><<<grid_for(g.numel), kBlock, 0, active_stream()>>>(cond, a, b, out, g);
   TXTCLS_KERNEL_CHECK("select");
 }
 
 template <class T>
 void compare_scalar(const T* x, T v, Compare op, uint8_t* out, const Geometry& g) {
   if (g.numel == 0) return;
-  compare_kernel<T><<<grid_for(g.numel), kBlock, 0, active_stream()>>>(x, v, op, out, g);
+  if (fits_32bit(g)) compare_kernel<uint32_t, T><<<grid_for(g.numel), kBlock, 0, active_stream()>>>(x, v, op, out, g);
+  else compare_kernel<int64_t, T><<<grid_for(g.numel), kBlock, 0, active_stream()>>>(x, v, op, out, g);
   TXTCLS_KERNEL_CHECK("compare_scalar");
 }
 

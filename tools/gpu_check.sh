@@ -155,8 +155,7 @@ wanted lstm && step "LSTM benchmarks (ours vs cuDNN)" "$out/bench_lstm.txt" 300 
   --benchmark_out="$out/bench_lstm.json" --benchmark_out_format=json || true
 # GPU attention against PyTorch's CUDA SDPA on the same shapes (the script runs our benchmark
 # itself: naive and fused), every precision at L = 512 and 2048, and bf16 up to L = 8192.
-torch_cuda() { python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; }
-if torch_cuda; then
+if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   modes=${TXTCLS_GPU_ATTN_MODES:-fp32,tf32,bf16,fp16} impls=${TXTCLS_GPU_ATTN_IMPLS:-naive,fused,tiles}
   wanted attention && step "GPU attention vs PyTorch (L 512, 2048)" "$out/compare_attention_torch_cuda.txt" 300 \
     python3 bench/compare_attention_torch_cuda.py --bench "$bin/bench_cuda_attention" --seqs 512,2048 \
@@ -173,10 +172,10 @@ if torch_cuda; then
 else
   wanted attention && step "GPU attention benchmarks (fused vs naive)" "$out/bench_cuda_attention.txt" 300 "$bin/bench_cuda_attention" \
     --benchmark_filter='^attention/(naive|fused|tiles)/[^/]+/(fp32|tf32|bf16)/D:64/L:(1024|4096)/' --benchmark_min_time=$mt || true
+  wanted relative && step "GPU relative attention benchmarks (fused vs unfused)" \
+    "$out/bench_cuda_relative_attention.txt" 200 "$bin/bench_cuda_relative_attention" \
+    --benchmark_filter='/L:(512|2048)/' --benchmark_min_time=$mt || true
 fi
-wanted relative && ! torch_cuda && step "GPU relative attention benchmarks (fused vs unfused)" \
-  "$out/bench_cuda_relative_attention.txt" 200 "$bin/bench_cuda_relative_attention" \
-  --benchmark_filter='/L:(512|2048)/' --benchmark_min_time=$mt || true
 # BPT graph attention against dense attention on the GPU, two lengths (the scaling at a glance).
 wanted graph && step "GPU BPT graph attention benchmarks" "$out/bench_cuda_graph_attention.txt" 200 "$bin/bench_cuda_graph_attention" \
   --benchmark_filter='^gpu/(bpt|dense)/[^/]+/n:(1024|8192)/' --benchmark_min_time=$mt || true
