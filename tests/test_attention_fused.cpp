@@ -581,3 +581,66 @@ TEST_CASE("MultiHeadAttention: gradients match finite differences", "[attention]
   o.key_lengths = from_vector<int64_t>({4, 2});
   REQUIRE_GRAD([&](auto& in) { return mha.forward(in[0], in[1], o); }, rnd({2, 3, 6}, 1), rnd({2, 4, 5}, 2));
 }
+
+// The vector exp of the fused kernels (exp8, and exp16 on AVX-512) against std::exp, through
+// exp_sub over lengths that reach every vector width and the scalar tail; then one online-softmax
+// step of a whole tile (softmax_step) against its scalar rule (softmax_row_step).
+TEST_CASE("attention: the kernels' vectorised exp and softmax step match the scalar rules", "[attention]") {
+  using detail::attn::kExpFloor;
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  Generator g(31);
+  for (int64_t n : {1, 7, 8, 15, 16, 17, 37, 64}) {
+    INFO("n = " << n);
+    auto x = rand_uniform<float>({n}, g, -100.0, 20.0);
+    std::vector<float> v(x.data(), x.data() + n);
+    v[0] = -kInf;  // a hidden key
+    if (n > 2) v[n - 1] = kExpFloor<float> - 0.01f;  // just under the floor: exactly 0
+    if (n > 3) v[n - 2] = kExpFloor<float> + 0.5f;   // just above it: a normal number
+    std::vector<float> y = v;
+    detail::attn::exp_sub(y.data(), 3.0f, n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double want = double(v[i]) - 3.0 < kExpFloor<float> ? 0.0 : std::exp(double(v[i] - 3.0f));
+      INFO("x = " << v[i]);
+      if (want == 0.0) {
+        REQUIRE(y[i] == 0.0f);
+      } else {
+        REQUIRE(std::isnormal(y[i]));
+        REQUIRE(std::abs(y[i] - want) <= 3e-7 * want);  // about 2 ulp
+      }
+    }
+    std::vector<float> nan(static_cast<size_t>(n), std::numeric_limits<float>::quiet_NaN());
+    detail::attn::exp_sub(nan.data(), 0.0f, n);
+    for (float e : nan) REQUIRE(std::isnan(e));
+  }
+  // A forward tile of 40 rows (two panels and a half) by 37 keys, in the panel layout, with some
+  // rows whose running max moves, some whose max stays, and one row with nothing visible.
+  const int64_t rows = 40, cols = 37, panel = 16 * cols;
+  auto s0 = rand_uniform<float>({3 * panel}, g, -5.0, 5.0);
+  std::vector<float> s(s0.data(), s0.data() + 3 * panel), ref = s;
+  std::vector<float> m(rows), l(rows), alpha(rows), mr(rows), lr(rows);
+  auto at = [&](std::vector<float>& t, int64_t i, int64_t j) -> float& { return t[(i / 16) * panel + i % 16 + j * 16]; };
+  for (int64_t i = 0; i < rows; ++i) {
+    m[i] = mr[i] = i % 3 == 0 ? -kInf : i % 3 == 1 ? 10.0f : 1.0f;
+    l[i] = lr[i] = i % 3 == 0 ? 0.0f : 2.5f;
+  }
+  for (int64_t j = 0; j < cols; ++j) at(s, 21, j) = at(ref, 21, j) = -kInf;
+  m[21] = mr[21] = -kInf;
+  l[21] = lr[21] = 0.0f;
+  const bool rescale = detail::attn::softmax_step(s.data(), rows, cols, panel, 16, m.data(), l.data(), alpha.data());
+  bool any_moved = false;
+  for (int64_t i = 0; i < rows; ++i) {
+    INFO("row " << i);
+    float mi = mr[i], li = lr[i];
+    const float a = detail::attn::softmax_row_step(&at(ref, i, 0), 16, cols, mi, li);
+    any_moved = any_moved || a != 1.0f;
+    REQUIRE(m[i] == mi);
+    REQUIRE(std::abs(alpha[i] - a) <= 3e-7f * std::abs(a));
+    REQUIRE(std::abs(l[i] - li) <= 1e-6f * std::abs(li));
+    for (int64_t j = 0; j < cols; ++j) REQUIRE(std::abs(at(s, i, j) - at(ref, i, j)) <= 3e-7f * std::abs(at(ref, i, j)) + 1e-30f);
+  }
+  REQUIRE(any_moved);
+  REQUIRE(rescale == any_moved);
+  REQUIRE(m[21] == -kInf);
+  REQUIRE(l[21] == 0.0f);
+  REQUIRE(alpha[21] == 1.0f);
+}

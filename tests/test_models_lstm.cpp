@@ -679,7 +679,7 @@ TEST_CASE("packed gemm: blocked and pre-packed products match Eigen's on awkward
   auto run = [&](auto tag) {
     using T = decltype(tag);
     // Every layout on small and empty shapes (N covers each way of cutting columns into panels).
-    for (auto [M, N, K] : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {5, 3, 7}, {17, 8, 5}, {9, 13, 11}, {33, 32, 40}, {37, 29, 300}, {0, 4, 3}, {4, 0, 3}, {4, 5, 0}})
+    for (auto [M, N, K] : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {5, 3, 7}, {17, 8, 5}, {9, 13, 11}, {33, 32, 40}, {9, 21, 11}, {20, 40, 17}, {37, 29, 300}, {0, 4, 3}, {4, 0, 3}, {4, 5, 0}})
       for (bool arm : {false, true})
         for (bool brm : {false, true})
           for (bool acc : {false, true}) check_gemm_case<T>(M, N, K, arm, brm, acc, g);

@@ -253,8 +253,8 @@ void backward_head(const Problem<T>& p, Rows<const T> o, Rows<const T> go, const
       if constexpr (kPanels) {
         multiply<T>({dv, cols}, s, w.dob.data() + ib * w.dob_size, cols, Dv, rows, true);
         multiply<T>({dk, cols}, u, w.qb.data() + ib * w.qb_size, cols, D, rows, true);
-#if TXTCLS_SGEMM_AVX2
-        pack_b_from_panels_avx2(w.dsb.data(), u, cols, rows, panel);
+#if TXTCLS_SGEMM
+        pack_b_from_panels(w.dsb.data(), u, cols, rows, panel);
 #endif
       } else {
         pack_lhs(w.pa.data(), MatRef<T>{s, cols, rows, 1, cols});

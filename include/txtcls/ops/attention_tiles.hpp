@@ -16,15 +16,21 @@
 #include "txtcls/ops/dropout.hpp"
 #include "txtcls/ops/packed_gemm.hpp"
 
-// The vector helpers of the softmax (exp8, exp_sub, softmax_step, probs_and_score_grad) need only
-// AVX2 + FMA, whichever GEMM multiplies: they also run where AVX-512 is available and
-// TXTCLS_SGEMM_AVX2 is off (Eigen's 512-bit kernel multiplies there). Without them an AVX-512
-// build fell back to libm's scalar expf, a quarter of the forward's time.
+// The vector helpers of the softmax (exp8, exp_sub, softmax_step, probs_and_score_grad) and the
+// register transposes need only AVX2 + FMA; they are 256 bits wide on AVX-512 CPUs too (there the
+// GEMM kernel is 512 bits wide, sgemm_avx512.hpp).
 #if defined(__AVX2__) && defined(__FMA__)
 #define TXTCLS_VEC_AVX2 1
 #include <immintrin.h>
 #else
 #define TXTCLS_VEC_AVX2 0
+#endif
+// With AVX-512 the softmax steps also run 16 lanes at a time (exp16: the same polynomial, so a
+// lane's result does not depend on the vector width).
+#if TXTCLS_VEC_AVX2 && defined(__AVX512F__)
+#define TXTCLS_VEC_AVX512 1
+#else
+#define TXTCLS_VEC_AVX512 0
 #endif
 
 namespace txtcls::detail::attn {
@@ -93,10 +99,11 @@ int64_t rhs_size(int64_t k, int64_t n) {
   return round_up(packed_b_size<T>(k, n), 64 / static_cast<int64_t>(sizeof(T)));
 }
 
-// Whether score tiles are kept in the AVX2 kernel's packed-left-operand layout (16-row panels),
-// which saves packing P and dS before the products that consume them. Other kernels pack.
+// Whether score tiles are kept in the float kernel's packed-left-operand layout (16-row panels,
+// ops/sgemm.hpp), which saves packing P and dS before the products that consume them. Other
+// kernels (Eigen's, for double) pack.
 template <class T>
-inline constexpr bool kPanelTiles = gemm_kernel<T> == GemmKernel::Avx2;
+inline constexpr bool kPanelTiles = gemm_kernel<T> == GemmKernel::Sgemm;
 
 // Packs A [m, k] (left operand). Without a packed kernel, a row-major copy.
 template <class T>
@@ -104,7 +111,7 @@ void pack_lhs(T* dst, MatRef<T> a) {
   pack_a_block(dst, a);
 }
 
-#if TXTCLS_SGEMM_AVX2
+#if TXTCLS_VEC_AVX2
 // In-register 8 x 8 transpose: afterwards r[t] holds element t of every input vector.
 inline void transpose8x8(__m256 (&r)[8]) {
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -124,39 +131,48 @@ inline void transpose8x8(__m256 (&r)[8]) {
   r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
   r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
+#endif
 
-// avx2::pack_b for a B whose columns are contiguous (rs == 1), e.g. dS^T read from a tile of
-// dS rows: 8 steps of k at a time, the panel's columns are loaded as vectors and transposed in
-// registers (pack_b's generic loop would move one float at a time).
+#if TXTCLS_SGEMM
+// sgemm::pack_b for a B whose columns are contiguous (rs == 1), e.g. dS^T read from a tile of
+// dS rows: 8 steps of k by 8 columns at a time, the columns are loaded as vectors and
+// transposed in registers (pack_b's generic loop would move one float at a time). A panel is
+// cut into groups of 8 columns (16 = 8 + 8 on AVX-512), or is one group (6 or 4 on AVX2).
 // Writes steps [k0, k0 + k) of a packed B of depth `depth` (default: the whole of it).
-inline void pack_b_columns_avx2(float* dst, const float* p, int64_t k, int64_t n, int64_t cs, int64_t depth = -1,
-                                int64_t k0 = 0) {
+inline void pack_b_columns(float* dst, const float* p, int64_t k, int64_t n, int64_t cs, int64_t depth = -1,
+                           int64_t k0 = 0) {
   if (depth < 0) depth = k;
-  const avx2::BPanels plan(n);
+  const sgemm::BPanels plan(n);
   for (int64_t q = 0; q < plan.count(); ++q) {
     const int64_t w = plan.width(q), j0 = plan.first_col(q), cols = std::min(w, n - j0);
     float* d0 = dst + j0 * depth + k0 * w;
     int64_t i = 0;
-    for (; i + 8 <= k; i += 8) {
-      __m256 r[8];
-      for (int64_t c = 0; c < 8; ++c) r[c] = c < cols ? _mm256_loadu_ps(p + i + (j0 + c) * cs) : _mm256_setzero_ps();
-      // 8 x 8 transpose: afterwards r[t] holds step i + t of the panel's columns.
-      transpose8x8(r);
-      // Masked stores are slow on AMD: a 6-wide step is stored as 8 floats whose last two are
-      // overwritten by the next step; the panel's last step is stored as 4 + 2.
-      if (w == 6)
-        for (int64_t t = 0; t < 8; ++t) {
-          float* d = d0 + (i + t) * 6;
-          if (k0 + i + t + 1 < depth) {
-            _mm256_storeu_ps(d, r[t]);
-          } else {
-            _mm_storeu_ps(d, _mm256_castps256_ps128(r[t]));
-            _mm_storel_pi(reinterpret_cast<__m64*>(d + 4), _mm256_extractf128_ps(r[t], 1));
+    for (; i + 8 <= k; i += 8)
+      for (int64_t g = 0; g < w; g += 8) {
+        const int64_t gw = std::min<int64_t>(8, w - g);
+        __m256 r[8];
+        for (int64_t c = 0; c < 8; ++c)
+          r[c] = c < gw && g + c < cols ? _mm256_loadu_ps(p + i + (j0 + g + c) * cs) : _mm256_setzero_ps();
+        transpose8x8(r);  // r[t]: step i + t of the group's columns
+        float* dg = d0 + g;
+        if (gw == 8) {
+          for (int64_t t = 0; t < 8; ++t) _mm256_storeu_ps(dg + (i + t) * w, r[t]);
+        } else if (gw == 6) {
+          // Masked stores are slow on AMD: a 6-wide step is stored as 8 floats whose last two are
+          // overwritten by the next step; the panel's last step is stored as 4 + 2.
+          for (int64_t t = 0; t < 8; ++t) {
+            float* d = dg + (i + t) * 6;
+            if (k0 + i + t + 1 < depth) {
+              _mm256_storeu_ps(d, r[t]);
+            } else {
+              _mm_storeu_ps(d, _mm256_castps256_ps128(r[t]));
+              _mm_storel_pi(reinterpret_cast<__m64*>(d + 4), _mm256_extractf128_ps(r[t], 1));
+            }
           }
+        } else {  // 4 wide
+          for (int64_t t = 0; t < 8; ++t) _mm_storeu_ps(dg + (i + t) * w, _mm256_castps256_ps128(r[t]));
         }
-      else
-        for (int64_t t = 0; t < 8; ++t) _mm_storeu_ps(d0 + (i + t) * 4, _mm256_castps256_ps128(r[t]));
-    }
+      }
     for (; i < k; ++i)
       for (int64_t c = 0; c < w; ++c) d0[i * w + c] = c < cols ? p[i + (j0 + c) * cs] : 0.0f;
   }
@@ -164,19 +180,19 @@ inline void pack_b_columns_avx2(float* dst, const float* p, int64_t k, int64_t n
 
 // Packs B [k, n] from a panel tile (multiply's `panels` layout): element (kk, c) at
 // tile[(kk / 16) * panel + kk % 16 + 16 * c]; each 16 steps of k are one block of contiguous columns.
-inline void pack_b_from_panels_avx2(float* dst, const float* tile, int64_t k, int64_t n, int64_t panel) {
+inline void pack_b_from_panels(float* dst, const float* tile, int64_t k, int64_t n, int64_t panel) {
   for (int64_t k0 = 0; k0 < k; k0 += 16)
-    pack_b_columns_avx2(dst, tile + (k0 / 16) * panel, std::min<int64_t>(16, k - k0), n, 16, k, k0);
+    pack_b_columns(dst, tile + (k0 / 16) * panel, std::min<int64_t>(16, k - k0), n, 16, k, k0);
 }
 #endif
 
 // Packs B [k, n] (right operand). Without a packed kernel, a row-major copy.
 template <class T>
 void pack_rhs(T* dst, MatRef<T> b) {
-#if TXTCLS_SGEMM_AVX2
+#if TXTCLS_SGEMM
   if constexpr (std::is_same_v<T, float>) {
     if (b.rs == 1 && b.cs != 1 && b.cols > 1) {
-      pack_b_columns_avx2(dst, b.p, b.rows, b.cols, b.cs);
+      pack_b_columns(dst, b.p, b.rows, b.cols, b.cs);
       return;
     }
   }
@@ -190,10 +206,10 @@ void pack_rhs(T* dst, MatRef<T> b) {
 }
 
 // C [m, n] (column-major) = or += packed A [m, k] * packed B [k, n]; one thread.
-// With the AVX2 kernel: while all of A fits in half of L1 (16 KiB), B panels outside and A
-// inside, as avx2::multiply_rows does; a larger A (head dim 128) runs A panels outside, so each
-// stays in L1 while B streams past it at 24 bytes per step of k rather than A at 64. (On Zen 3
-// the two orders measured the same at this op's sizes, within the noise of a shared machine.)
+// With the float kernel (ops/sgemm.hpp): while all of A fits in 16 KiB, B panels outside and A
+// inside, as sgemm::multiply_rows does; a larger A (head dim 128) runs A panels outside, so each
+// stays in L1 while B streams past it. (On Zen 3 the two orders measured the same at this op's
+// sizes, within the noise of a shared machine.)
 //
 // panels (kPanelTiles only): C is written in the layout of a packed left operand instead, rows
 // [16 p, 16 p + 16) as a 16 x n column-major block at c.p + 16 p n (c.ld unused), so that a tile
@@ -207,23 +223,19 @@ void multiply(ColMajorOut<T> c, const T* pa, const T* pb, int64_t m, int64_t n, 
     else zero_result(c, m, n);
   }
   if (m == 0 || n == 0 || k == 0) return;
-  if constexpr (gemm_kernel<T> == GemmKernel::Avx2) {
-#if TXTCLS_SGEMM_AVX2
-    const avx2::BPanels plan(n);
+  if constexpr (gemm_kernel<T> == GemmKernel::Sgemm) {
+#if TXTCLS_SGEMM
+    const sgemm::BPanels plan(n);
     auto tile = [&](int64_t i, int64_t q) {
-      const int64_t rows = std::min(avx2::kMR, m - i), j0 = plan.first_col(q), cols = std::min(plan.width(q), n - j0);
-      float* ct = panels ? c.p + i * n + j0 * avx2::kMR : c.p + i + j0 * c.ld;
-      const int64_t ldc = panels ? avx2::kMR : c.ld;
-      if (plan.width(q) == 6)
-        avx2::kernel_16x6(k, pa + i * k, pb + j0 * k, ct, ldc, rows, cols);
-      else
-        avx2::kernel_16x4(k, pa + i * k, pb + j0 * k, ct, ldc, rows, cols);
+      const int64_t rows = std::min(sgemm::kMR, m - i), j0 = plan.first_col(q), cols = std::min(plan.width(q), n - j0);
+      float* ct = panels ? c.p + i * n + j0 * sgemm::kMR : c.p + i + j0 * c.ld;
+      sgemm::kernel(plan, q, k, pa + i * k, pb + j0 * k, ct, panels ? sgemm::kMR : c.ld, rows, cols);
     };
     if (m * k * static_cast<int64_t>(sizeof(float)) <= 16384) {
       for (int64_t q = 0; q < plan.count(); ++q)
-        for (int64_t i = 0; i < m; i += avx2::kMR) tile(i, q);
+        for (int64_t i = 0; i < m; i += sgemm::kMR) tile(i, q);
     } else {
-      for (int64_t i = 0; i < m; i += avx2::kMR)
+      for (int64_t i = 0; i < m; i += sgemm::kMR)
         for (int64_t q = 0; q < plan.count(); ++q) tile(i, q);
     }
 #endif
@@ -269,6 +281,29 @@ inline __m256 exp8(__m256 x) {
 }
 #endif
 
+#if TXTCLS_VEC_AVX512
+// exp8's steps on 16 floats.
+inline __m512 exp16(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(kExpFloor<float>);
+  const __mmask16 kept = _mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ);  // not below the floor (NaN kept)
+  x = _mm512_max_ps(lo, x);
+  x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_maskz_mul_ps(kept, y, _mm512_castsi512_ps(e));
+}
+#endif
+
 // Replaces x[0, n) (arguments) by their exp, flushed below kExpFloor, through Eigen's vectorised exp.
 template <class T>
 void exp_in_place(T* x, int64_t n) {
@@ -290,6 +325,10 @@ void exp_sub(T* x, T m, int64_t n) {
 #if TXTCLS_VEC_AVX2
   if constexpr (std::is_same_v<T, float>) {
     int64_t i = 0;
+#if TXTCLS_VEC_AVX512
+    const __m512 mz = _mm512_set1_ps(m);
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), mz)));
+#endif
     const __m256 mv = _mm256_set1_ps(m);
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv)));
     for (; i < n; ++i) x[i] = exp_or_zero(x[i] - m);
@@ -320,10 +359,55 @@ T softmax_row_step(T* s, int64_t stride, int64_t cols, T& m, T& l) {
   return alpha;
 }
 
+#if TXTCLS_VEC_AVX512
+// softmax_step's AVX-512 body: 16 rows whose scores are contiguous at si + j * cs (a whole
+// panel), their statistics in registers across the keys. Returns whether some alpha is not 1.
+inline bool softmax_rows16(float* si, int64_t cols, int64_t cs, float* m, float* l, float* alpha) {
+  const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+  const __m512 m_old = _mm512_loadu_ps(m);
+  // Four independent max chains: one chain waits out vmaxps's latency at every key.
+  __m512 mx0 = m_old, mx1 = m_old, mx2 = m_old, mx3 = m_old;
+  int64_t j = 0;
+  for (; j + 4 <= cols; j += 4) {
+    const float* c0 = si + j * cs;
+    mx0 = _mm512_max_ps(mx0, _mm512_loadu_ps(c0));
+    mx1 = _mm512_max_ps(mx1, _mm512_loadu_ps(c0 + cs));
+    mx2 = _mm512_max_ps(mx2, _mm512_loadu_ps(c0 + 2 * cs));
+    mx3 = _mm512_max_ps(mx3, _mm512_loadu_ps(c0 + 3 * cs));
+  }
+  for (; j < cols; ++j) mx0 = _mm512_max_ps(mx0, _mm512_loadu_ps(si + j * cs));
+  const __m512 mx = _mm512_max_ps(_mm512_max_ps(mx0, mx1), _mm512_max_ps(mx2, mx3));
+  const __m512 a = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m_old, mx, _CMP_EQ_OQ), exp16(_mm512_sub_ps(m_old, mx)), one);
+  const bool rescale = _mm512_cmp_ps_mask(a, one, _CMP_NEQ_UQ) != 0;
+  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m512 mu = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(mx, ninf, _CMP_EQ_OQ), mx, zero);
+  __m512 sum0 = zero, sum1 = zero;
+  for (j = 0; j + 2 <= cols; j += 2) {
+    float* c0 = si + j * cs;
+    const __m512 e0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(c0), mu));
+    const __m512 e1 = exp16(_mm512_sub_ps(_mm512_loadu_ps(c0 + cs), mu));
+    _mm512_storeu_ps(c0, e0);
+    _mm512_storeu_ps(c0 + cs, e1);
+    sum0 = _mm512_add_ps(sum0, e0);
+    sum1 = _mm512_add_ps(sum1, e1);
+  }
+  if (j < cols) {
+    float* c0 = si + j * cs;
+    const __m512 e0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(c0), mu));
+    _mm512_storeu_ps(c0, e0);
+    sum0 = _mm512_add_ps(sum0, e0);
+  }
+  _mm512_storeu_ps(m, mx);
+  _mm512_storeu_ps(alpha, a);
+  _mm512_storeu_ps(l, _mm512_fmadd_ps(_mm512_loadu_ps(l), a, _mm512_add_ps(sum0, sum1)));
+  return rescale;
+}
+#endif
+
 // The same step for every row of a forward tile, whose element (i, j) is at
 // s[(i / 16) * panel + i % 16 + j * cs]: a column-major tile has panel = 16 and cs = rows, a panel
 // tile (kPanelTiles) panel = 16 * cols and cs = 16. Returns whether some alpha differs from 1.
-// The AVX2 path keeps 8 rows' statistics in registers across the block's keys.
+// The vector paths keep 16 (AVX-512) or 8 (AVX2) rows' statistics in registers across the block's keys.
 template <class T>
 bool softmax_step(T* s, int64_t rows, int64_t cols, int64_t panel, int64_t cs, T* m, T* l, T* alpha) {
   int64_t i = 0;
@@ -331,13 +415,26 @@ bool softmax_step(T* s, int64_t rows, int64_t cols, int64_t panel, int64_t cs, T
   auto row = [&](int64_t r) { return s + (r / 16) * panel + r % 16; };
 #if TXTCLS_VEC_AVX2
   if constexpr (std::is_same_v<T, float>) {
+#if TXTCLS_VEC_AVX512
+    for (; i + 16 <= rows; i += 16) rescale = softmax_rows16(row(i), cols, cs, m + i, l + i, alpha + i) || rescale;
+#endif
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
     const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
     for (; i + 8 <= rows; i += 8) {
       float* si = row(i);  // 8 rows: contiguous in either layout
       const __m256 m_old = _mm256_loadu_ps(m + i);
-      __m256 mx = m_old;
-      for (int64_t j = 0; j < cols; ++j) mx = _mm256_max_ps(mx, _mm256_loadu_ps(si + j * cs));
+      // Four independent max chains: one chain waits out vmaxps's latency at every key.
+      __m256 mx0 = m_old, mx1 = m_old, mx2 = m_old, mx3 = m_old;
+      int64_t jm = 0;
+      for (; jm + 4 <= cols; jm += 4) {
+        const float* c0 = si + jm * cs;
+        mx0 = _mm256_max_ps(mx0, _mm256_loadu_ps(c0));
+        mx1 = _mm256_max_ps(mx1, _mm256_loadu_ps(c0 + cs));
+        mx2 = _mm256_max_ps(mx2, _mm256_loadu_ps(c0 + 2 * cs));
+        mx3 = _mm256_max_ps(mx3, _mm256_loadu_ps(c0 + 3 * cs));
+      }
+      for (; jm < cols; ++jm) mx0 = _mm256_max_ps(mx0, _mm256_loadu_ps(si + jm * cs));
+      const __m256 mx = _mm256_max_ps(_mm256_max_ps(mx0, mx1), _mm256_max_ps(mx2, mx3));
       const __m256 a = _mm256_blendv_ps(exp8(_mm256_sub_ps(m_old, mx)), one, _mm256_cmp_ps(m_old, mx, _CMP_EQ_OQ));
       rescale = rescale || _mm256_movemask_ps(_mm256_cmp_ps(a, one, _CMP_NEQ_UQ)) != 0;
       const __m256 mu = _mm256_blendv_ps(mx, zero, _mm256_cmp_ps(mx, ninf, _CMP_EQ_OQ));
@@ -378,6 +475,14 @@ void probs_and_score_grad(T* p, T* u, T lse, T delta, int64_t n) {
   int64_t j = 0;
 #if TXTCLS_VEC_AVX2
   if constexpr (std::is_same_v<T, float>) {
+#if TXTCLS_VEC_AVX512
+    const __m512 lz = _mm512_set1_ps(lse), dz = _mm512_set1_ps(delta);
+    for (; j + 16 <= n; j += 16) {
+      const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p + j), lz));
+      _mm512_storeu_ps(p + j, e);
+      _mm512_storeu_ps(u + j, _mm512_mul_ps(e, _mm512_sub_ps(_mm512_loadu_ps(u + j), dz)));
+    }
+#endif
     const __m256 lv = _mm256_set1_ps(lse), dv = _mm256_set1_ps(delta);
     for (; j + 8 <= n; j += 8) {
       const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p + j), lv));

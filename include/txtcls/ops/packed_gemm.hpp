@@ -6,7 +6,7 @@
 // gemm() is a plain cache-blocked GEMM (Goto/BLIS loop order).
 //
 // Micro-kernels, chosen at compile time:
-//   float with AVX2 + FMA   the 16 x 6 kernel of sgemm_avx2.hpp;
+//   float with AVX2 + FMA   txtcls's own kernel (sgemm.hpp: 16 x 6 on AVX2, 16 x 16 on AVX-512);
 //   otherwise, Eigen 3.4    Eigen's own packing routines and kernel (Eigen::internal, stable
 //                           across 3.4.x);
 //   any other Eigen         plain Eigen products (gemm_reference).
@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "txtcls/core/error.hpp"
-#include "txtcls/ops/sgemm_avx2.hpp"
+#include "txtcls/ops/sgemm.hpp"
 
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
 #define TXTCLS_EIGEN_GEBP 1
@@ -51,17 +51,21 @@ MatRef<T> col_major_ref(const T* p, int64_t rows, int64_t cols, int64_t ld) { re
 template <class T>
 using AlignedVec = std::vector<T, Eigen::aligned_allocator<T>>;
 
-enum class GemmKernel { Avx2, EigenGebp, EigenProduct };
+enum class GemmKernel { Sgemm, EigenGebp, EigenProduct };
 template <class T>
-inline constexpr GemmKernel gemm_kernel = (TXTCLS_SGEMM_AVX2 && std::is_same_v<T, float>) ? GemmKernel::Avx2
+inline constexpr GemmKernel gemm_kernel = (TXTCLS_SGEMM && std::is_same_v<T, float>) ? GemmKernel::Sgemm
                                           : TXTCLS_EIGEN_GEBP                                ? GemmKernel::EigenGebp
                                                                                              : GemmKernel::EigenProduct;
 
 // Depth of a K block, with blocks of about equal size. The cap keeps a micro-panel of A and
-// one of B in L1: Eigen's 24 x 4 kernel wants about 256, the 16 x 6 one tolerates 384.
+// one of B in L1: Eigen's 24 x 4 kernel wants about 256, the AVX2 16 x 6 one tolerates 384.
 template <class T>
 int64_t gemm_depth_block(int64_t K) {
-  const int64_t cap = gemm_kernel<T> == GemmKernel::Avx2 ? 384 : 256;
+#if TXTCLS_SGEMM
+  const int64_t cap = gemm_kernel<T> == GemmKernel::Sgemm ? sgemm::kDepthCap : 256;
+#else
+  const int64_t cap = 256;
+#endif
   const int64_t nblocks = std::max<int64_t>(1, (K + cap - 1) / cap);
   return std::max<int64_t>(1, (K + nblocks - 1) / nblocks);
 }
@@ -113,15 +117,15 @@ struct GebpTypes {
 template <class T>
 int64_t packed_a_size(int64_t m, int64_t k) {
   const int64_t align = std::max<int64_t>(1, 64 / static_cast<int64_t>(sizeof(T)));
-#if TXTCLS_SGEMM_AVX2
-  if constexpr (gemm_kernel<T> == GemmKernel::Avx2) m = avx2::panels(m, avx2::kMR) * avx2::kMR;
+#if TXTCLS_SGEMM
+  if constexpr (gemm_kernel<T> == GemmKernel::Sgemm) m = sgemm::panels(m, sgemm::kMR) * sgemm::kMR;
 #endif
   return (m * k + align - 1) / align * align;
 }
 template <class T>
 int64_t packed_b_size(int64_t k, int64_t n) {
-#if TXTCLS_SGEMM_AVX2
-  if constexpr (gemm_kernel<T> == GemmKernel::Avx2) n = avx2::BPanels(n).padded();
+#if TXTCLS_SGEMM
+  if constexpr (gemm_kernel<T> == GemmKernel::Sgemm) n = sgemm::BPanels(n).padded();
 #endif
   return std::max<int64_t>(k * n, 1);
 }
@@ -130,9 +134,9 @@ int64_t packed_b_size(int64_t k, int64_t n) {
 // are not declared otherwise).
 template <class T>
 void pack_a_block(T* dst, MatRef<T> a) {
-  if constexpr (gemm_kernel<T> == GemmKernel::Avx2) {
-#if TXTCLS_SGEMM_AVX2
-    avx2::pack_a(dst, a.p, a.rows, a.cols, a.rs, a.cs);
+  if constexpr (gemm_kernel<T> == GemmKernel::Sgemm) {
+#if TXTCLS_SGEMM
+    sgemm::pack_a(dst, a.p, a.rows, a.cols, a.rs, a.cs);
 #endif
   } else if constexpr (gemm_kernel<T> == GemmKernel::EigenGebp) {
 #if TXTCLS_EIGEN_GEBP
@@ -152,9 +156,9 @@ void pack_a_block(T* dst, MatRef<T> a) {
 
 template <class T>
 void pack_b_block(T* dst, MatRef<T> b) {
-  if constexpr (gemm_kernel<T> == GemmKernel::Avx2) {
-#if TXTCLS_SGEMM_AVX2
-    avx2::pack_b(dst, b.p, b.rows, b.cols, b.rs, b.cs);
+  if constexpr (gemm_kernel<T> == GemmKernel::Sgemm) {
+#if TXTCLS_SGEMM
+    sgemm::pack_b(dst, b.p, b.rows, b.cols, b.rs, b.cs);
 #endif
   } else if constexpr (gemm_kernel<T> == GemmKernel::EigenGebp) {
 #if TXTCLS_EIGEN_GEBP
@@ -172,7 +176,7 @@ void pack_b_block(T* dst, MatRef<T> b) {
   }
 }
 
-// Rows per group in multiply_packed: a multiple of every kernel's panel height (16 for Avx2;
+// Rows per group in multiply_packed: a multiple of every kernel's panel height (16 for Sgemm;
 // Eigen's 24, 12 or 6 for float/double with AVX or SSE, 48 with AVX-512), so that a group starts
 // on a panel boundary of the packed A.
 inline constexpr int64_t kGemmRowGroup = 192;
@@ -184,9 +188,9 @@ template <class T>
 void multiply_packed(ColMajorOut<T> c, const T* pa, const T* pb, int64_t m, int64_t n, int64_t k, int64_t group) {
   for (int64_t ib = 0; ib < m; ib += group) {
     const int64_t ie = std::min(m, ib + group);
-    if constexpr (gemm_kernel<T> == GemmKernel::Avx2) {
-#if TXTCLS_SGEMM_AVX2
-      avx2::multiply_rows(ib, ie, m, n, k, pa, pb, c.p, c.ld);
+    if constexpr (gemm_kernel<T> == GemmKernel::Sgemm) {
+#if TXTCLS_SGEMM
+      sgemm::multiply_rows(ib, ie, m, n, k, pa, pb, c.p, c.ld);
 #endif
     } else if constexpr (gemm_kernel<T> == GemmKernel::EigenGebp) {
 #if TXTCLS_EIGEN_GEBP

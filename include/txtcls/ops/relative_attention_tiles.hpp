@@ -294,7 +294,7 @@ void tile_terms(const Problem<T>& p, const Band<T>& g, const T* e0, const T* e1,
 template <class T>
 void add_terms_queries_down(T* s, int64_t panel, int64_t cs, const T* e, int64_t lde, int64_t rows, int64_t cols) {
   int64_t i8 = 0;
-#if TXTCLS_SGEMM_AVX2
+#if TXTCLS_SGEMM
   if constexpr (std::is_same_v<T, float>) {
     if (cs == 16) {
       for (; i8 + 8 <= rows; i8 += 8) {
@@ -722,8 +722,8 @@ void backward_head(const Problem<T>& p, const Visibility& vis, Rows<const T> o, 
       if constexpr (kPanels) {
         multiply<T>({dvb, cols}, s, w.dob.data(), cols, Dv, rows, true);
         multiply<T>({dkb, cols}, u, w.qwb.data(), cols, D, rows, true);
-#if TXTCLS_SGEMM_AVX2
-        attn::pack_b_from_panels_avx2(w.dsb.data(), u, cols, rows, panel);
+#if TXTCLS_SGEMM
+        attn::pack_b_from_panels(w.dsb.data(), u, cols, rows, panel);
 #endif
       } else {
         pack_lhs(w.pa.data(), MatRef<T>{s, cols, rows, 1, cols});
