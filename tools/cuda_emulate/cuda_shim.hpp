@@ -1,4 +1,4 @@
-// The CUDA constructs the attention, relative attention and graph attention kernels use,
+// The CUDA constructs the attention, relative attention, graph attention and indexing kernels use,
 // emulated on the host so that a kernel's source can be checked without a GPU
 // (tools/cuda_emulate/run.sh): every CUDA thread of a block is a fiber with its own stack
 // (fibers.hpp), __syncthreads and __syncwarp are real barriers (a warp whose lanes wait at

@@ -12,7 +12,8 @@ import sys
 
 
 def prepare(text, kernels_dir):
-    text = text.replace('#include "launch.cuh"\n', '#include "cuda_shim.hpp"\n')
+    # The shim first: device headers (geometry.cuh) may come before launch.cuh.
+    text = '#include "cuda_shim.hpp"\n' + text.replace('#include "launch.cuh"\n', '#include "cuda_shim.hpp"\n')
     text = text.replace('#include "warp_mma.cuh"\n', '#include "warp_mma.hpp"\n')
     text = re.sub(r'#include "(\w+\.cuh)"', lambda m: f'#include "{os.path.join(kernels_dir, m.group(1))}"', text)
     for h in ("<cuda_bf16.h>", "<cuda_fp16.h>", "<mma.h>"):

@@ -1,10 +1,11 @@
 #!/bin/sh
 # Builds a host emulation of the tensor-core attention kernels, the XLNet relative attention
-# kernels or the BP-Transformer graph attention kernels and runs its checks against the CPU ops
+# kernels, the BP-Transformer graph attention kernels or the strided indexing kernels and runs its checks against the CPU ops
 # (no GPU needed):
 #   tools/cuda_emulate/run.sh attention [f16|bf16|tf32|fp32|all] [regs|tiles|all] [case index]
 #   tools/cuda_emulate/run.sh relative [case index]
 #   tools/cuda_emulate/run.sh graph [quick | case index]
+#   tools/cuda_emulate/run.sh indexing
 # Needs g++ (C++20) and Eigen, as the library does; python3 for prepare.py. The attention checks
 # take about a minute per type and design on two cores, the relative ones under a minute.
 set -eu
@@ -51,7 +52,16 @@ graph)
   wait $graph
   g++ -pthread "$out/check_graph.o" "$out/graph_attention.o" -o "$out/check_graph"
   exec "$out/check_graph" "$@" ;;
+indexing)
+  # select and compare_scalar on host arrays, against the rule computed directly (a second).
+  python3 "$here/prepare.py" "$root" "$out" indexing.cu
+  g++ $flags -c "$out/indexing.cpp" -o "$out/indexing.o" &
+  idx=$!
+  g++ $flags -I"$root/kernels" -include "$here/cuda_shim.hpp" -c "$here/check_indexing.cpp" -o "$out/check_indexing.o"
+  wait $idx
+  g++ -pthread "$out/check_indexing.o" "$out/indexing.o" -o "$out/check_indexing"
+  exec "$out/check_indexing" "$@" ;;
 *)
-  echo "usage: $0 attention [f16|bf16|tf32|fp32|all] [regs|tiles|all] [case] | relative [case] | graph [quick|case]" >&2
+  echo "usage: $0 attention [f16|bf16|tf32|fp32|all] [regs|tiles|all] [case] | relative [case] | graph [quick|case] | indexing" >&2
   exit 2 ;;
 esac
