@@ -2,9 +2,9 @@
 // Walking a merged elementwise geometry (txtcls/cuda/elementwise.hpp) on the device, for every
 // kernel that takes one (elementwise.cu's strided map, indexing.cu's select and compare): the
 // offsets of element e in each operand, one division per dim, in an index type I: uint32_t
-// where fits_32bit(g) says every index and offset fits, int64_t otherwise. A 32-bit division is a
-// fraction of a 64-bit one's instructions, and the divisions are most of what a broadcast costs
-// (on an H200 the broadcast add went from 0.51x to 0.77x PyTorch with them).
+// where fits_32bit(g) (beside Geometry) says every index and offset fits, int64_t otherwise. A
+// 32-bit division is a fraction of a 64-bit one's instructions, and the divisions are most of what
+// a broadcast costs (on an H200 the broadcast add went from 0.51x to 0.77x PyTorch with them).
 #include <cstdint>
 
 #include "txtcls/cuda/elementwise.hpp"
@@ -30,22 +30,6 @@ __device__ __forceinline__ I grid_first() {
 template <class I>
 __device__ __forceinline__ I grid_step() {
   return static_cast<I>(gridDim.x) * static_cast<I>(blockDim.x);
-}
-
-// Whether a kernel may index g in 32 bits: the element count and every operand's furthest offset
-// below 2^31 (so that e + grid_step, < 2^32, cannot wrap either), strides non-negative.
-inline bool fits_32bit(const Geometry& g) {
-  constexpr int64_t kMax = (int64_t(1) << 31) - 1;
-  if (g.numel > kMax) return false;
-  for (int k = 0; k < g.operands; ++k) {
-    int64_t furthest = 0;
-    for (int d = 0; d < g.nd; ++d) {
-      if (g.stride[k][d] < 0) return false;
-      furthest += (g.size[d] - 1) * g.stride[k][d];
-    }
-    if (furthest > kMax) return false;
-  }
-  return true;
 }
 
 }  // namespace txtcls::cuda

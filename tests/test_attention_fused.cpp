@@ -582,7 +582,7 @@ TEST_CASE("MultiHeadAttention: gradients match finite differences", "[attention]
   REQUIRE_GRAD([&](auto& in) { return mha.forward(in[0], in[1], o); }, rnd({2, 3, 6}, 1), rnd({2, 4, 5}, 2));
 }
 
-// The vector exp of the fused kernels (exp8, and exp16 on AVX-512) against std::exp, through
+// The vector exp of the fused kernels (vec::vexp at 8 lanes, and 16 on AVX-512) against std::exp, through
 // exp_sub over lengths that reach every vector width and the scalar tail; then one online-softmax
 // step of a whole tile (softmax_step) against its scalar rule (softmax_row_step).
 TEST_CASE("attention: the kernels' vectorised exp and softmax step match the scalar rules", "[attention]") {

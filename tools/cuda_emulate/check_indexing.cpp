@@ -2,8 +2,8 @@
 // host (cuda_shim.hpp) on host arrays, against the rule computed directly: every element of
 // outputs whose operands are broadcast (stride 0), transposed, sliced (strides larger than the
 // extent) or contiguous, in float and double, over sizes that leave a ragged last block. These
-// kernels index in 32 bits where fits_32bit(g) holds (kernels/geometry.cuh), which all of these
-// shapes do; the checks guard that walk. Outputs are poisoned first.
+// kernels index in 32 bits where fits_32bit(g) holds (the walk of kernels/geometry.cuh), which
+// all of these shapes do; the checks guard that walk. Outputs are poisoned first.
 //   check_indexing
 #include <cstdint>
 #include <cstdio>
@@ -12,7 +12,6 @@
 
 #include "txtcls/cuda/elementwise.hpp"
 #include "txtcls/cuda/indexing.hpp"
-#include "geometry.cuh"  // kernels/: fits_32bit
 
 using namespace txtcls;
 using txtcls::cuda::Compare;

@@ -16,6 +16,19 @@ what=${1:-attention}
 [ $# -gt 0 ] && shift
 mkdir -p "$out"
 flags="-std=c++20 -O1 -pthread -DTXTCLS_WITH_CUDA=1 -I$root/include -I$here -I/usr/include/eigen3 -Wno-unused-result"
+# emulate KERNELS CHECK [args]: kernels/KERNELS.cu beside CHECK.cpp (built with the shim
+# included first), linked and run.
+emulate() {
+  kernels=$1 check=$2
+  shift 2
+  python3 "$here/prepare.py" "$root" "$out" "$kernels.cu"
+  g++ $flags -c "$out/$kernels.cpp" -o "$out/$kernels.o" &
+  kpid=$!
+  g++ $flags -I"$root/tests/cuda" -include "$here/cuda_shim.hpp" -c "$here/$check.cpp" -o "$out/$check.o"
+  wait $kpid
+  g++ -pthread "$out/$check.o" "$out/$kernels.o" -o "$out/$check"
+  exec "$out/$check" "$@"
+}
 case $what in
 attention)
   python3 "$here/prepare.py" "$root" "$out" attention_fa2.cu attention_mma.cu attention.cu
@@ -35,32 +48,13 @@ attention)
 relative)
   # The op's CUDA branch on host tensors (the checks build with the library's headers in their
   # CUDA configuration; host_backend.hpp refuses the backend functions they name).
-  python3 "$here/prepare.py" "$root" "$out" relative_attention.cu
-  g++ $flags -c "$out/relative_attention.cpp" -o "$out/relative_attention.o" &
-  rel=$!
-  g++ $flags -I"$root/tests/cuda" -include "$here/cuda_shim.hpp" -c "$here/check_relative.cpp" \
-    -o "$out/check_relative.o"
-  wait $rel
-  g++ -pthread "$out/check_relative.o" "$out/relative_attention.o" -o "$out/check_relative"
-  exec "$out/check_relative" "$@" ;;
+  emulate relative_attention check_relative "$@" ;;
 graph)
   # The same way for the BP-Transformer graph attention, over the CUDA test's own configurations.
-  python3 "$here/prepare.py" "$root" "$out" graph_attention.cu
-  g++ $flags -c "$out/graph_attention.cpp" -o "$out/graph_attention.o" &
-  graph=$!
-  g++ $flags -I"$root/tests/cuda" -include "$here/cuda_shim.hpp" -c "$here/check_graph.cpp" -o "$out/check_graph.o"
-  wait $graph
-  g++ -pthread "$out/check_graph.o" "$out/graph_attention.o" -o "$out/check_graph"
-  exec "$out/check_graph" "$@" ;;
+  emulate graph_attention check_graph "$@" ;;
 indexing)
   # select and compare_scalar on host arrays, against the rule computed directly (a second).
-  python3 "$here/prepare.py" "$root" "$out" indexing.cu
-  g++ $flags -c "$out/indexing.cpp" -o "$out/indexing.o" &
-  idx=$!
-  g++ $flags -I"$root/kernels" -include "$here/cuda_shim.hpp" -c "$here/check_indexing.cpp" -o "$out/check_indexing.o"
-  wait $idx
-  g++ -pthread "$out/check_indexing.o" "$out/indexing.o" -o "$out/check_indexing"
-  exec "$out/check_indexing" "$@" ;;
+  emulate indexing check_indexing "$@" ;;
 *)
   echo "usage: $0 attention [f16|bf16|tf32|fp32|all] [regs|tiles|all] [case] | relative [case] | graph [quick|case] | indexing" >&2
   exit 2 ;;

@@ -38,6 +38,23 @@ struct Geometry {
   }
 };
 
+// Whether a kernel may walk g in 32 bits (kernels/geometry.cuh, uint32_t): the element count and
+// every operand's furthest offset below 2^31 (so that e + grid_step, < 2^32, cannot wrap either),
+// strides non-negative.
+inline bool fits_32bit(const Geometry& g) {
+  constexpr int64_t kMax = (int64_t(1) << 31) - 1;
+  if (g.numel > kMax) return false;
+  for (int k = 0; k < g.operands; ++k) {
+    int64_t furthest = 0;
+    for (int d = 0; d < g.nd; ++d) {
+      if (g.stride[k][d] < 0) return false;
+      furthest += (g.size[d] - 1) * g.stride[k][d];
+    }
+    if (furthest > kMax) return false;
+  }
+  return true;
+}
+
 // shape: the output's shape; strides: one stride list per operand over that shape (operand 0:
 // the output's own strides).
 inline Geometry make_geometry(const Shape& shape, std::initializer_list<Shape> strides, const char* op) {

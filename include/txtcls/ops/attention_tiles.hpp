@@ -15,23 +15,7 @@
 
 #include "txtcls/ops/dropout.hpp"
 #include "txtcls/ops/packed_gemm.hpp"
-
-// The vector helpers of the softmax (exp8, exp_sub, softmax_step, probs_and_score_grad) and the
-// register transposes need only AVX2 + FMA; they are 256 bits wide on AVX-512 CPUs too (there the
-// GEMM kernel is 512 bits wide, sgemm_avx512.hpp).
-#if defined(__AVX2__) && defined(__FMA__)
-#define TXTCLS_VEC_AVX2 1
-#include <immintrin.h>
-#else
-#define TXTCLS_VEC_AVX2 0
-#endif
-// With AVX-512 the softmax steps also run 16 lanes at a time (exp16: the same polynomial, so a
-// lane's result does not depend on the vector width).
-#if TXTCLS_VEC_AVX2 && defined(__AVX512F__)
-#define TXTCLS_VEC_AVX512 1
-#else
-#define TXTCLS_VEC_AVX512 0
-#endif
+#include "txtcls/ops/vec_lanes.hpp"  // Vec8, Vec16, vexp; TXTCLS_VEC_AVX2 / TXTCLS_VEC_AVX512
 
 namespace txtcls::detail::attn {
 
@@ -250,59 +234,12 @@ void multiply(ColMajorOut<T> c, const T* pa, const T* pb, int64_t m, int64_t n, 
 // Below this argument exp() is no longer a normal number: the kernels write exact 0 instead, so
 // masked scores (-inf) give 0 and no denormal reaches the products (they are slow on x86).
 template <class T>
-inline constexpr T kExpFloor = std::is_same_v<T, float> ? T(-87.33654475f) : T(-708.3964185322641);
+inline constexpr T kExpFloor = std::is_same_v<T, float> ? T(vec::kExpFloorF) : T(-708.3964185322641);
 
 template <class T>
 T exp_or_zero(T a) {
   return a < kExpFloor<T> ? T(0) : std::exp(a);
 }
-
-#if TXTCLS_VEC_AVX2
-// exp of 8 floats: Cephes' expf (range reduction by ln 2 in two parts, degree-6 polynomial),
-// within 2 ulp of std::exp; 0 below kExpFloor, NaN stays NaN. Arguments here are <= ~0.
-inline __m256 exp8(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(kExpFloor<float>);
-  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_max_ps(lo, x);  // max/min return their second operand for a NaN: it survives
-  x = _mm256_min_ps(_mm256_set1_ps(88.0f), x);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
-}
-#endif
-
-#if TXTCLS_VEC_AVX512
-// exp8's steps on 16 floats.
-inline __m512 exp16(__m512 x) {
-  const __m512 lo = _mm512_set1_ps(kExpFloor<float>);
-  const __mmask16 kept = _mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ);  // not below the floor (NaN kept)
-  x = _mm512_max_ps(lo, x);
-  x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_maskz_mul_ps(kept, y, _mm512_castsi512_ps(e));
-}
-#endif
 
 // Replaces x[0, n) (arguments) by their exp, flushed below kExpFloor, through Eigen's vectorised exp.
 template <class T>
@@ -319,6 +256,26 @@ void exp_in_place(T* x, int64_t n) {
   }
 }
 
+#if TXTCLS_VEC_AVX2
+// exp_sub and probs_and_score_grad over whole vectors of S from x + i on; return where they stopped.
+template <class S>
+int64_t exp_sub_lanes(float* x, float m, int64_t i, int64_t n) {
+  const typename S::V mv = S::set1(m);
+  for (; i + S::kLanes <= n; i += S::kLanes) S::store(x + i, vec::vexp<S>(S::sub(S::load(x + i), mv)));
+  return i;
+}
+template <class S>
+int64_t probs_and_score_grad_lanes(float* p, float* u, float lse, float delta, int64_t j, int64_t n) {
+  const typename S::V lv = S::set1(lse), dv = S::set1(delta);
+  for (; j + S::kLanes <= n; j += S::kLanes) {
+    const typename S::V e = vec::vexp<S>(S::sub(S::load(p + j), lv));
+    S::store(p + j, e);
+    S::store(u + j, S::mul(e, S::sub(S::load(u + j), dv)));
+  }
+  return j;
+}
+#endif
+
 // x[i] = exp(x[i] - m) (a backward tile column: one query, many keys).
 template <class T>
 void exp_sub(T* x, T m, int64_t n) {
@@ -326,11 +283,9 @@ void exp_sub(T* x, T m, int64_t n) {
   if constexpr (std::is_same_v<T, float>) {
     int64_t i = 0;
 #if TXTCLS_VEC_AVX512
-    const __m512 mz = _mm512_set1_ps(m);
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), mz)));
+    i = exp_sub_lanes<vec::Vec16>(x, m, i, n);
 #endif
-    const __m256 mv = _mm256_set1_ps(m);
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv)));
+    i = exp_sub_lanes<vec::Vec8>(x, m, i, n);
     for (; i < n; ++i) x[i] = exp_or_zero(x[i] - m);
     return;
   }
@@ -359,48 +314,47 @@ T softmax_row_step(T* s, int64_t stride, int64_t cols, T& m, T& l) {
   return alpha;
 }
 
-#if TXTCLS_VEC_AVX512
-// softmax_step's AVX-512 body: 16 rows whose scores are contiguous at si + j * cs (a whole
-// panel), their statistics in registers across the keys. Returns whether some alpha is not 1.
-inline bool softmax_rows16(float* si, int64_t cols, int64_t cs, float* m, float* l, float* alpha) {
-  const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
-  const __m512 m_old = _mm512_loadu_ps(m);
+#if TXTCLS_VEC_AVX2
+// softmax_step's vector body: S::kLanes rows whose scores are contiguous at si + j * cs, their
+// statistics in registers across the keys. Returns whether some alpha is not 1.
+template <class S>
+bool softmax_rows(float* si, int64_t cols, int64_t cs, float* m, float* l, float* alpha) {
+  using V = typename S::V;
+  const V one = S::set1(1.0f), zero = S::set1(0.0f), m_old = S::load(m);
   // Four independent max chains: one chain waits out vmaxps's latency at every key.
-  __m512 mx0 = m_old, mx1 = m_old, mx2 = m_old, mx3 = m_old;
+  V mx0 = m_old, mx1 = m_old, mx2 = m_old, mx3 = m_old;
   int64_t j = 0;
   for (; j + 4 <= cols; j += 4) {
     const float* c0 = si + j * cs;
-    mx0 = _mm512_max_ps(mx0, _mm512_loadu_ps(c0));
-    mx1 = _mm512_max_ps(mx1, _mm512_loadu_ps(c0 + cs));
-    mx2 = _mm512_max_ps(mx2, _mm512_loadu_ps(c0 + 2 * cs));
-    mx3 = _mm512_max_ps(mx3, _mm512_loadu_ps(c0 + 3 * cs));
+    mx0 = S::max(mx0, S::load(c0));
+    mx1 = S::max(mx1, S::load(c0 + cs));
+    mx2 = S::max(mx2, S::load(c0 + 2 * cs));
+    mx3 = S::max(mx3, S::load(c0 + 3 * cs));
   }
-  for (; j < cols; ++j) mx0 = _mm512_max_ps(mx0, _mm512_loadu_ps(si + j * cs));
-  const __m512 mx = _mm512_max_ps(_mm512_max_ps(mx0, mx1), _mm512_max_ps(mx2, mx3));
-  const __m512 a = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m_old, mx, _CMP_EQ_OQ), exp16(_mm512_sub_ps(m_old, mx)), one);
-  const bool rescale = _mm512_cmp_ps_mask(a, one, _CMP_NEQ_UQ) != 0;
-  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  const __m512 mu = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(mx, ninf, _CMP_EQ_OQ), mx, zero);
-  __m512 sum0 = zero, sum1 = zero;
+  for (; j < cols; ++j) mx0 = S::max(mx0, S::load(si + j * cs));
+  const V mx = S::max(S::max(mx0, mx1), S::max(mx2, mx3));
+  const V a = S::select_equal(m_old, mx, one, vec::vexp<S>(S::sub(m_old, mx)));
+  // A row with nothing visible yet keeps m = -inf: its scores are shifted by 0.
+  const V mu = S::select_equal(mx, S::set1(-std::numeric_limits<float>::infinity()), zero, mx);
+  V sum0 = zero, sum1 = zero;
   for (j = 0; j + 2 <= cols; j += 2) {
     float* c0 = si + j * cs;
-    const __m512 e0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(c0), mu));
-    const __m512 e1 = exp16(_mm512_sub_ps(_mm512_loadu_ps(c0 + cs), mu));
-    _mm512_storeu_ps(c0, e0);
-    _mm512_storeu_ps(c0 + cs, e1);
-    sum0 = _mm512_add_ps(sum0, e0);
-    sum1 = _mm512_add_ps(sum1, e1);
+    const V e0 = vec::vexp<S>(S::sub(S::load(c0), mu)), e1 = vec::vexp<S>(S::sub(S::load(c0 + cs), mu));
+    S::store(c0, e0);
+    S::store(c0 + cs, e1);
+    sum0 = S::add(sum0, e0);
+    sum1 = S::add(sum1, e1);
   }
   if (j < cols) {
     float* c0 = si + j * cs;
-    const __m512 e0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(c0), mu));
-    _mm512_storeu_ps(c0, e0);
-    sum0 = _mm512_add_ps(sum0, e0);
+    const V e0 = vec::vexp<S>(S::sub(S::load(c0), mu));
+    S::store(c0, e0);
+    sum0 = S::add(sum0, e0);
   }
-  _mm512_storeu_ps(m, mx);
-  _mm512_storeu_ps(alpha, a);
-  _mm512_storeu_ps(l, _mm512_fmadd_ps(_mm512_loadu_ps(l), a, _mm512_add_ps(sum0, sum1)));
-  return rescale;
+  S::store(m, mx);
+  S::store(alpha, a);
+  S::store(l, S::fmadd(S::load(l), a, S::add(sum0, sum1)));
+  return S::any_differ(a, one);
 }
 #endif
 
@@ -414,51 +368,12 @@ bool softmax_step(T* s, int64_t rows, int64_t cols, int64_t panel, int64_t cs, T
   bool rescale = false;
   auto row = [&](int64_t r) { return s + (r / 16) * panel + r % 16; };
 #if TXTCLS_VEC_AVX2
+  // Groups of rows are contiguous in either layout (16 rows from a multiple of 16, 8 from a multiple of 8).
   if constexpr (std::is_same_v<T, float>) {
 #if TXTCLS_VEC_AVX512
-    for (; i + 16 <= rows; i += 16) rescale = softmax_rows16(row(i), cols, cs, m + i, l + i, alpha + i) || rescale;
+    for (; i + 16 <= rows; i += 16) rescale = softmax_rows<vec::Vec16>(row(i), cols, cs, m + i, l + i, alpha + i) || rescale;
 #endif
-    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
-    const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-    for (; i + 8 <= rows; i += 8) {
-      float* si = row(i);  // 8 rows: contiguous in either layout
-      const __m256 m_old = _mm256_loadu_ps(m + i);
-      // Four independent max chains: one chain waits out vmaxps's latency at every key.
-      __m256 mx0 = m_old, mx1 = m_old, mx2 = m_old, mx3 = m_old;
-      int64_t jm = 0;
-      for (; jm + 4 <= cols; jm += 4) {
-        const float* c0 = si + jm * cs;
-        mx0 = _mm256_max_ps(mx0, _mm256_loadu_ps(c0));
-        mx1 = _mm256_max_ps(mx1, _mm256_loadu_ps(c0 + cs));
-        mx2 = _mm256_max_ps(mx2, _mm256_loadu_ps(c0 + 2 * cs));
-        mx3 = _mm256_max_ps(mx3, _mm256_loadu_ps(c0 + 3 * cs));
-      }
-      for (; jm < cols; ++jm) mx0 = _mm256_max_ps(mx0, _mm256_loadu_ps(si + jm * cs));
-      const __m256 mx = _mm256_max_ps(_mm256_max_ps(mx0, mx1), _mm256_max_ps(mx2, mx3));
-      const __m256 a = _mm256_blendv_ps(exp8(_mm256_sub_ps(m_old, mx)), one, _mm256_cmp_ps(m_old, mx, _CMP_EQ_OQ));
-      rescale = rescale || _mm256_movemask_ps(_mm256_cmp_ps(a, one, _CMP_NEQ_UQ)) != 0;
-      const __m256 mu = _mm256_blendv_ps(mx, zero, _mm256_cmp_ps(mx, ninf, _CMP_EQ_OQ));
-      __m256 sum0 = zero, sum1 = zero;
-      int64_t j = 0;
-      for (; j + 2 <= cols; j += 2) {
-        float* c0 = si + j * cs;
-        const __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(c0), mu));
-        const __m256 e1 = exp8(_mm256_sub_ps(_mm256_loadu_ps(c0 + cs), mu));
-        _mm256_storeu_ps(c0, e0);
-        _mm256_storeu_ps(c0 + cs, e1);
-        sum0 = _mm256_add_ps(sum0, e0);
-        sum1 = _mm256_add_ps(sum1, e1);
-      }
-      if (j < cols) {
-        float* c0 = si + j * cs;
-        const __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(c0), mu));
-        _mm256_storeu_ps(c0, e0);
-        sum0 = _mm256_add_ps(sum0, e0);
-      }
-      _mm256_storeu_ps(m + i, mx);
-      _mm256_storeu_ps(alpha + i, a);
-      _mm256_storeu_ps(l + i, _mm256_fmadd_ps(_mm256_loadu_ps(l + i), a, _mm256_add_ps(sum0, sum1)));
-    }
+    for (; i + 8 <= rows; i += 8) rescale = softmax_rows<vec::Vec8>(row(i), cols, cs, m + i, l + i, alpha + i) || rescale;
   }
 #endif
   for (; i < rows; ++i) {
@@ -472,23 +387,13 @@ bool softmax_step(T* s, int64_t rows, int64_t cols, int64_t panel, int64_t cs, T
 // u = p * (u - delta): u enters as dP = dO V^T and leaves as dS (no dropout).
 template <class T>
 void probs_and_score_grad(T* p, T* u, T lse, T delta, int64_t n) {
-  int64_t j = 0;
 #if TXTCLS_VEC_AVX2
   if constexpr (std::is_same_v<T, float>) {
+    int64_t j = 0;
 #if TXTCLS_VEC_AVX512
-    const __m512 lz = _mm512_set1_ps(lse), dz = _mm512_set1_ps(delta);
-    for (; j + 16 <= n; j += 16) {
-      const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p + j), lz));
-      _mm512_storeu_ps(p + j, e);
-      _mm512_storeu_ps(u + j, _mm512_mul_ps(e, _mm512_sub_ps(_mm512_loadu_ps(u + j), dz)));
-    }
+    j = probs_and_score_grad_lanes<vec::Vec16>(p, u, lse, delta, j, n);
 #endif
-    const __m256 lv = _mm256_set1_ps(lse), dv = _mm256_set1_ps(delta);
-    for (; j + 8 <= n; j += 8) {
-      const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p + j), lv));
-      _mm256_storeu_ps(p + j, e);
-      _mm256_storeu_ps(u + j, _mm256_mul_ps(e, _mm256_sub_ps(_mm256_loadu_ps(u + j), dv)));
-    }
+    j = probs_and_score_grad_lanes<vec::Vec8>(p, u, lse, delta, j, n);
     for (; j < n; ++j) {
       p[j] = exp_or_zero(p[j] - lse);
       u[j] = p[j] * (u[j] - delta);
@@ -498,7 +403,7 @@ void probs_and_score_grad(T* p, T* u, T lse, T delta, int64_t n) {
 #endif
   exp_sub(p, lse, n);
 #pragma omp simd
-  for (int64_t r = j; r < n; ++r) u[r] = p[r] * (u[r] - delta);
+  for (int64_t r = 0; r < n; ++r) u[r] = p[r] * (u[r] - delta);
 }
 
 // ---------------------------------------------------------------- score terms
