@@ -4,7 +4,8 @@
 // steps per second). bench/compare_lstm_torch.py times PyTorch on the same configurations.
 //   bench_lstm --threads N [google-benchmark flags]
 // Arguments of BM_lstm_train: T, ragged (0: every length T; 1: lengths uniform in [T/2, T]),
-// x_grad (1: the input needs a gradient, as with trainable embeddings).
+// x_grad (1: the input needs a gradient, as with trainable embeddings). BM_lstm_gemm times the
+// layer's matrix products alone, one thread, as GFLOP/s.
 #include <benchmark/benchmark.h>
 
 #include <cstring>
@@ -12,6 +13,7 @@
 #include <string>
 
 #include "txtcls/nn/lstm.hpp"
+#include "txtcls/ops/packed_gemm.hpp"
 #include "txtcls/train/optim.hpp"
 
 using namespace txtcls;
@@ -74,6 +76,50 @@ static void BM_lstm_forward(benchmark::State& st) {
   st.counters["tokens/s"] = benchmark::Counter(static_cast<double>(kBatch * T), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_lstm_forward)->ArgNames({"T"})->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The single-threaded products an LSTM layer of this configuration runs (ops/packed_gemm.hpp),
+// one direction on one thread, as GFLOP/s; each writes over its result as the layer does.
+//   shape 0 "input projection": gates [4H, B*T] = W_ih [4H, E] x X^T [E, B*T]
+//   shape 1 "weight gradient":  [dW_ih | dW_hh]^T [E+H, 4H] = [X | H_prev]^T [E+H, B*T] x dG [B*T, 4H]
+//   shape 2 "input gradient":   dX^T [E, B*T/2] = W_ih^T [E, 4H] x dG^T [4H, B*T/2] (half: one thread's rows)
+//   shape 3 "recurrent step":   T steps of gates [4H, B] += W_hh [4H, H] (packed once) x h^T [H, B]
+// Operand layouts are the layer's (detail::lstm_forward_cpu / lstm_backward_cpu).
+static void BM_lstm_gemm(benchmark::State& st) {
+  using namespace txtcls::detail;
+  const int64_t shape = st.range(0), T = st.range(1), N = kBatch * T, G4 = 4 * kHidden;
+  Generator g(3);
+  auto buf = [&](int64_t n) {
+    AlignedVec<float> v(static_cast<size_t>(n));
+    const Tensor<float> r = rand_uniform<float>({n}, g, -1, 1);
+    std::copy_n(r.data(), n, v.data());
+    return v;
+  };
+  double flops = 0;
+  if (shape == 3) {
+    auto w = buf(G4 * kHidden), h = buf(kHidden * kBatch), c = buf(G4 * kBatch);
+    PackedLhs<float> pl(row_major_ref<float>(w.data(), G4, kHidden, kHidden));
+    AlignedVec<float> scratch(static_cast<size_t>(pl.scratch_size(kBatch)));
+    for (auto _ : st)
+      for (int64_t s = 0; s < T; ++s)
+        pl.multiply_add({c.data(), G4}, col_major_ref<float>(h.data(), kHidden, kBatch, kHidden), scratch.data());
+    flops = 2.0 * G4 * kHidden * kBatch * T;
+  } else {
+    const int64_t M = shape == 0 ? G4 : shape == 1 ? kEmbed + kHidden : kEmbed;
+    const int64_t K = shape == 0 ? kEmbed : shape == 1 ? N : G4;
+    const int64_t Nc = shape == 0 ? N : shape == 1 ? G4 : N / 2;
+    auto a = buf(M * K), b = buf(K * Nc), c = buf(M * Nc);
+    const MatRef<float> A = shape == 0 ? row_major_ref<float>(a.data(), M, K, K) : col_major_ref<float>(a.data(), M, K, M);
+    const MatRef<float> Bm = shape == 1 ? row_major_ref<float>(b.data(), K, Nc, Nc) : col_major_ref<float>(b.data(), K, Nc, K);
+    for (auto _ : st) gemm<float>({c.data(), M}, A, Bm, false);
+    flops = 2.0 * M * K * Nc;
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_lstm_gemm)
+    ->ArgNames({"shape", "T"})
+    ->ArgsProduct({{0, 1, 2, 3}, {128, 512}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 int main(int argc, char** argv) {
   int threads = 0;

@@ -678,8 +678,9 @@ TEST_CASE("packed gemm: blocked and pre-packed products match Eigen's on awkward
   Generator g(4);
   auto run = [&](auto tag) {
     using T = decltype(tag);
-    // Every layout on small and empty shapes (N covers each way of cutting columns into panels).
-    for (auto [M, N, K] : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {5, 3, 7}, {17, 8, 5}, {9, 13, 11}, {33, 32, 40}, {9, 21, 11}, {20, 40, 17}, {37, 29, 300}, {0, 4, 3}, {4, 0, 3}, {4, 5, 0}})
+    // Every layout on small and empty shapes (N covers each way of cutting columns into panels;
+    // M = 32, K = 19: whole 16-row panels packed by 8 x 8 transposes and a tail of 3 steps).
+    for (auto [M, N, K] : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {5, 3, 7}, {17, 8, 5}, {9, 13, 11}, {33, 32, 40}, {9, 21, 11}, {20, 40, 17}, {32, 48, 19}, {37, 29, 300}, {0, 4, 3}, {4, 0, 3}, {4, 5, 0}})
       for (bool arm : {false, true})
         for (bool brm : {false, true})
           for (bool acc : {false, true}) check_gemm_case<T>(M, N, K, arm, brm, acc, g);

@@ -95,72 +95,10 @@ void pack_lhs(T* dst, MatRef<T> a) {
   pack_a_block(dst, a);
 }
 
-#if TXTCLS_VEC_AVX2
-// In-register 8 x 8 transpose: afterwards r[t] holds element t of every input vector.
-inline void transpose8x8(__m256 (&r)[8]) {
-  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
-#endif
 
 #if TXTCLS_SGEMM
-// sgemm::pack_b for a B whose columns are contiguous (rs == 1), e.g. dS^T read from a tile of
-// dS rows: 8 steps of k by 8 columns at a time, the columns are loaded as vectors and
-// transposed in registers (pack_b's generic loop would move one float at a time). A panel is
-// cut into groups of 8 columns (16 = 8 + 8 on AVX-512), or is one group (6 or 4 on AVX2).
-// Writes steps [k0, k0 + k) of a packed B of depth `depth` (default: the whole of it).
-inline void pack_b_columns(float* dst, const float* p, int64_t k, int64_t n, int64_t cs, int64_t depth = -1,
-                           int64_t k0 = 0) {
-  if (depth < 0) depth = k;
-  const sgemm::BPanels plan(n);
-  for (int64_t q = 0; q < plan.count(); ++q) {
-    const int64_t w = plan.width(q), j0 = plan.first_col(q), cols = std::min(w, n - j0);
-    float* d0 = dst + j0 * depth + k0 * w;
-    int64_t i = 0;
-    for (; i + 8 <= k; i += 8)
-      for (int64_t g = 0; g < w; g += 8) {
-        const int64_t gw = std::min<int64_t>(8, w - g);
-        __m256 r[8];
-        for (int64_t c = 0; c < 8; ++c)
-          r[c] = c < gw && g + c < cols ? _mm256_loadu_ps(p + i + (j0 + g + c) * cs) : _mm256_setzero_ps();
-        transpose8x8(r);  // r[t]: step i + t of the group's columns
-        float* dg = d0 + g;
-        if (gw == 8) {
-          for (int64_t t = 0; t < 8; ++t) _mm256_storeu_ps(dg + (i + t) * w, r[t]);
-        } else if (gw == 6) {
-          // Masked stores are slow on AMD: a 6-wide step is stored as 8 floats whose last two are
-          // overwritten by the next step; the panel's last step is stored as 4 + 2.
-          for (int64_t t = 0; t < 8; ++t) {
-            float* d = dg + (i + t) * 6;
-            if (k0 + i + t + 1 < depth) {
-              _mm256_storeu_ps(d, r[t]);
-            } else {
-              _mm_storeu_ps(d, _mm256_castps256_ps128(r[t]));
-              _mm_storel_pi(reinterpret_cast<__m64*>(d + 4), _mm256_extractf128_ps(r[t], 1));
-            }
-          }
-        } else {  // 4 wide
-          for (int64_t t = 0; t < 8; ++t) _mm_storeu_ps(dg + (i + t) * w, _mm256_castps256_ps128(r[t]));
-        }
-      }
-    for (; i < k; ++i)
-      for (int64_t c = 0; c < w; ++c) d0[i * w + c] = c < cols ? p[i + (j0 + c) * cs] : 0.0f;
-  }
-}
+using sgemm::pack_b_columns;
+using sgemm::transpose8x8;
 
 // Packs B [k, n] from a panel tile (multiply's `panels` layout): element (kk, c) at
 // tile[(kk / 16) * panel + kk % 16 + 16 * c]; each 16 steps of k are one block of contiguous columns.
@@ -173,14 +111,6 @@ inline void pack_b_from_panels(float* dst, const float* tile, int64_t k, int64_t
 // Packs B [k, n] (right operand). Without a packed kernel, a row-major copy.
 template <class T>
 void pack_rhs(T* dst, MatRef<T> b) {
-#if TXTCLS_SGEMM
-  if constexpr (std::is_same_v<T, float>) {
-    if (b.rs == 1 && b.cs != 1 && b.cols > 1) {
-      pack_b_columns(dst, b.p, b.rows, b.cols, b.cs);
-      return;
-    }
-  }
-#endif
   if constexpr (gemm_kernel<T> == GemmKernel::EigenProduct) {
     for (int64_t i = 0; i < b.rows; ++i)
       for (int64_t j = 0; j < b.cols; ++j) dst[i * b.cols + j] = b.p[i * b.rs + j * b.cs];
@@ -202,7 +132,10 @@ void pack_rhs(T* dst, MatRef<T> b) {
 template <class T>
 void multiply(ColMajorOut<T> c, const T* pa, const T* pb, int64_t m, int64_t n, int64_t k, bool accumulate,
               bool panels = false) {
-  if (!accumulate) {
+  // Our kernels can write the product over C instead of adding to a zeroed C; in the panel
+  // layout only when m fills whole panels, since the padding rows must then be zero.
+  const bool overwrite = !accumulate && kOverwriteKernel<T> && m > 0 && n > 0 && k > 0 && (!panels || m % 16 == 0);
+  if (!accumulate && !overwrite) {
     if (panels) std::fill(c.p, c.p + round_up(m, 16) * n, T(0));
     else zero_result(c, m, n);
   }
@@ -213,7 +146,7 @@ void multiply(ColMajorOut<T> c, const T* pa, const T* pb, int64_t m, int64_t n, 
     auto tile = [&](int64_t i, int64_t q) {
       const int64_t rows = std::min(sgemm::kMR, m - i), j0 = plan.first_col(q), cols = std::min(plan.width(q), n - j0);
       float* ct = panels ? c.p + i * n + j0 * sgemm::kMR : c.p + i + j0 * c.ld;
-      sgemm::kernel(plan, q, k, pa + i * k, pb + j0 * k, ct, panels ? sgemm::kMR : c.ld, rows, cols);
+      sgemm::kernel(plan, q, k, pa + i * k, pb + j0 * k, ct, panels ? sgemm::kMR : c.ld, rows, cols, !overwrite);
     };
     if (m * k * static_cast<int64_t>(sizeof(float)) <= 16384) {
       for (int64_t q = 0; q < plan.count(); ++q)

@@ -181,16 +181,23 @@ void pack_b_block(T* dst, MatRef<T> b) {
 // on a panel boundary of the packed A.
 inline constexpr int64_t kGemmRowGroup = 192;
 
-// C [m, n] += packed A block [m, k] * packed B block [k, n]. Rows are swept in groups of
-// `group` (kGemmRowGroup or a multiple): a group of A panels stays in L2 while each B panel
-// (in L1) meets all of them.
+// Whether multiply_packed can overwrite C (add = false) instead of adding to it: our kernels
+// can; Eigen's GEBP always adds, so C must be zeroed first.
 template <class T>
-void multiply_packed(ColMajorOut<T> c, const T* pa, const T* pb, int64_t m, int64_t n, int64_t k, int64_t group) {
+inline constexpr bool kOverwriteKernel = gemm_kernel<T> == GemmKernel::Sgemm;
+
+// C [m, n] += packed A block [m, k] * packed B block [k, n] (= when !add, kOverwriteKernel
+// only). Rows are swept in groups of `group` (kGemmRowGroup or a multiple): a group of A panels
+// stays in L2 while each B panel (in L1) meets all of them.
+template <class T>
+void multiply_packed(ColMajorOut<T> c, const T* pa, const T* pb, int64_t m, int64_t n, int64_t k, int64_t group,
+                     bool add = true) {
+  TXTCLS_CHECK(add || kOverwriteKernel<T>, "packed_gemm: this kernel cannot overwrite its result");
   for (int64_t ib = 0; ib < m; ib += group) {
     const int64_t ie = std::min(m, ib + group);
     if constexpr (gemm_kernel<T> == GemmKernel::Sgemm) {
 #if TXTCLS_SGEMM
-      sgemm::multiply_rows(ib, ie, m, n, k, pa, pb, c.p, c.ld);
+      sgemm::multiply_rows(ib, ie, m, n, k, pa, pb, c.p, c.ld, add);
 #endif
     } else if constexpr (gemm_kernel<T> == GemmKernel::EigenGebp) {
 #if TXTCLS_EIGEN_GEBP
@@ -199,7 +206,7 @@ void multiply_packed(ColMajorOut<T> c, const T* pa, const T* pb, int64_t m, int6
 #endif
     }
   }
-  (void)c, (void)pa, (void)pb, (void)n, (void)k;
+  (void)c, (void)pa, (void)pb, (void)n, (void)k, (void)add;
 }
 
 // A fixed lhs matrix A [M, K], packed once; multiply_add(C, B) then computes C += A B.
@@ -235,7 +242,9 @@ class PackedLhs {
   // it is reused across calls so a recurrence never allocates.
   void multiply_add(ColMajorOut<T> c, MatRef<T> b, T* scratch, bool accumulate = true) const {
     TXTCLS_CHECK(b.rows == depth_, "packed_gemm: inner dims differ (", depth_, " vs ", b.rows, ")");
-    if (!accumulate) zero_result(c, rows_, b.cols);
+    // Our kernels write the first K block's product over C; others add to a zeroed C.
+    const bool overwrite = !accumulate && kOverwriteKernel<T> && depth_ > 0;
+    if (!accumulate && !overwrite) zero_result(c, rows_, b.cols);
     if (rows_ == 0 || b.cols == 0 || depth_ == 0) return;
     for (int64_t k = 0, blk = 0; k < depth_; k += kc_, ++blk) {
       const int64_t kb = std::min(kc_, depth_ - k);
@@ -244,7 +253,7 @@ class PackedLhs {
         gemm_reference(c, row_major_ref(pa, rows_, kb, kb), b.block(k, 0, kb, b.cols), true);
       } else {
         pack_b_block(scratch, b.block(k, 0, kb, b.cols));
-        multiply_packed(c, pa, scratch, rows_, b.cols, kb, kGemmRowGroup);
+        multiply_packed(c, pa, scratch, rows_, b.cols, kb, kGemmRowGroup, !(overwrite && k == 0));
       }
     }
   }
@@ -261,7 +270,9 @@ void gemm(ColMajorOut<T> c, MatRef<T> a, MatRef<T> b, bool accumulate) {
   TXTCLS_CHECK(a.cols == b.rows, "packed_gemm: inner dims differ (", a.cols, " vs ", b.rows, ")");
   const int64_t M = a.rows, N = b.cols, K = a.cols;
   if (M == 0 || N == 0) return;
-  if (!accumulate) zero_result(c, M, N);
+  // Our kernels write the first K block's product over C (no zeroing pass, C is not read).
+  const bool overwrite = !accumulate && kOverwriteKernel<T> && K > 0;
+  if (!accumulate && !overwrite) zero_result(c, M, N);
   if (K == 0) return;
   if constexpr (gemm_kernel<T> == GemmKernel::EigenProduct) {
     gemm_reference(c, a, b, true);
@@ -277,7 +288,8 @@ void gemm(ColMajorOut<T> c, MatRef<T> a, MatRef<T> b, bool accumulate) {
       for (int64_t j = 0; j < N; j += nc) {
         const int64_t nb = std::min(nc, N - j);
         pack_b_block(pb.data(), b.block(k, j, kb, nb));
-        multiply_packed<T>({c.p + j * c.ld, c.ld}, pa.data(), pb.data(), M, nb, kb, kGemmRowGroup);
+        multiply_packed<T>({c.p + j * c.ld, c.ld}, pa.data(), pb.data(), M, nb, kb, kGemmRowGroup,
+                           !(overwrite && k == 0));
       }
     }
   }

@@ -18,12 +18,15 @@ namespace txtcls::detail::sgemm {
 inline constexpr int64_t kWide = 16, kNarrow = 8;
 inline constexpr int64_t kDepthCap = 256;  // K block: an A and a wide B micro-panel, 16 KiB each, in L1
 
-// C[0:m, 0:n] (column-major, ldc) += A panel * B panel (W wide) over k steps; m <= 16, n <= W.
-// The accumulators are an array indexed only by constants once the loops are unrolled, which
-// keeps them in registers: a runtime index (a loop to n) would send them to the stack.
+// C[0:m, 0:n] (column-major, ldc) += A panel * B panel (W wide) over k steps (= when !add: C is
+// not read, so a product that overwrites needs neither a zeroing pass nor C's old values in
+// cache); m <= 16, n <= W. The accumulators are an array indexed only by constants once the
+// loops are unrolled, which keeps them in registers: a runtime index (a loop to n) would send
+// them to the stack.
 template <int W>
-inline void kernel_16xw(int64_t k, const float* a, const float* b, float* c, int64_t ldc, int64_t m, int64_t n) {
-  prefetch_tile(c, ldc, m, n);
+inline void kernel_16xw(int64_t k, const float* a, const float* b, float* c, int64_t ldc, int64_t m, int64_t n,
+                        bool add) {
+  if (add) prefetch_tile(c, ldc, m, n);
   __m512 acc[W];
 #pragma GCC unroll 16
   for (int j = 0; j < W; ++j) acc[j] = _mm512_setzero_ps();
@@ -38,7 +41,7 @@ inline void kernel_16xw(int64_t k, const float* a, const float* b, float* c, int
     for (int j = 0; j < W; ++j) {
       if (j >= n) break;
       float* cj = c + j * ldc;
-      _mm512_storeu_ps(cj, _mm512_add_ps(_mm512_loadu_ps(cj), acc[j]));
+      _mm512_storeu_ps(cj, add ? _mm512_add_ps(_mm512_loadu_ps(cj), acc[j]) : acc[j]);
     }
     return;
   }
@@ -48,15 +51,17 @@ inline void kernel_16xw(int64_t k, const float* a, const float* b, float* c, int
   for (int j = 0; j < W; ++j) {
     if (j >= n) break;
     float* cj = c + j * ldc;
-    _mm512_mask_storeu_ps(cj, rows, _mm512_add_ps(_mm512_maskz_loadu_ps(rows, cj), acc[j]));
+    _mm512_mask_storeu_ps(cj, rows, add ? _mm512_add_ps(_mm512_maskz_loadu_ps(rows, cj), acc[j]) : acc[j]);
   }
 }
 
-inline void kernel_wide(int64_t k, const float* a, const float* b, float* c, int64_t ldc, int64_t m, int64_t n) {
-  kernel_16xw<16>(k, a, b, c, ldc, m, n);
+inline void kernel_wide(int64_t k, const float* a, const float* b, float* c, int64_t ldc, int64_t m, int64_t n,
+                        bool add) {
+  kernel_16xw<16>(k, a, b, c, ldc, m, n, add);
 }
-inline void kernel_narrow(int64_t k, const float* a, const float* b, float* c, int64_t ldc, int64_t m, int64_t n) {
-  kernel_16xw<8>(k, a, b, c, ldc, m, n);
+inline void kernel_narrow(int64_t k, const float* a, const float* b, float* c, int64_t ldc, int64_t m, int64_t n,
+                          bool add) {
+  kernel_16xw<8>(k, a, b, c, ldc, m, n, add);
 }
 
 }  // namespace txtcls::detail::sgemm
