@@ -120,10 +120,11 @@ void pack_rhs(T* dst, MatRef<T> b) {
 }
 
 // C [m, n] (column-major) = or += packed A [m, k] * packed B [k, n]; one thread.
-// With the float kernel (ops/sgemm.hpp): while all of A fits in 16 KiB, B panels outside and A
-// inside, as sgemm::multiply_rows does; a larger A (head dim 128) runs A panels outside, so each
-// stays in L1 while B streams past it. (On Zen 3 the two orders measured the same at this op's
-// sizes, within the noise of a shared machine.)
+// With the float kernel (ops/sgemm.hpp): while A is at most sgemm::kLhsSweepBytes (16 KiB with
+// 6-wide AVX2 panels, 64 KiB with 16-wide AVX-512 ones), B panels outside and A inside, as
+// sgemm::multiply_rows does; a larger A runs A panels outside, so each stays in L1 while B
+// streams past it. (On Zen 3 the two orders measured the same at this op's sizes, within the
+// noise of a shared machine; on an AVX-512 Xeon B outside was 8-13% faster at 64 x 128.)
 //
 // panels (kPanelTiles only): C is written in the layout of a packed left operand instead, rows
 // [16 p, 16 p + 16) as a 16 x n column-major block at c.p + 16 p n (c.ld unused), so that a tile
@@ -148,7 +149,7 @@ void multiply(ColMajorOut<T> c, const T* pa, const T* pb, int64_t m, int64_t n, 
       float* ct = panels ? c.p + i * n + j0 * sgemm::kMR : c.p + i + j0 * c.ld;
       sgemm::kernel(plan, q, k, pa + i * k, pb + j0 * k, ct, panels ? sgemm::kMR : c.ld, rows, cols, !overwrite);
     };
-    if (m * k * static_cast<int64_t>(sizeof(float)) <= 16384) {
+    if (m * k * static_cast<int64_t>(sizeof(float)) <= sgemm::kLhsSweepBytes) {
       for (int64_t q = 0; q < plan.count(); ++q)
         for (int64_t i = 0; i < m; i += sgemm::kMR) tile(i, q);
     } else {

@@ -16,6 +16,9 @@ namespace txtcls::detail::sgemm {
 
 inline constexpr int64_t kWide = 6, kNarrow = 4;
 inline constexpr int64_t kDepthCap = 384;  // K block: an A and a B micro-panel stay in L1
+// Largest A (bytes) that a single-block product sweeps inside each B panel: with 6-wide panels
+// A is re-read once per 6 columns, so only an A that fits L1 with room to spare.
+inline constexpr int64_t kLhsSweepBytes = 16384;
 
 // C[0:m, 0:n] += the accumulators acc[j][0..1] (column j, rows 0-7 and 8-15); = when !add.
 template <int W>
