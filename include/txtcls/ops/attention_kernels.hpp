@@ -265,11 +265,8 @@ void backward_head(const Problem<T>& p, Rows<const T> o, Rows<const T> go, const
       }
       multiply<T>({dq + i0 * D, D}, w.kta.data(), w.dsb.data(), D, rows, cols, true);
     }
-    for (int64_t j = 0; j < cols; ++j) {
-      T *dkr = g.dk.row(b, h, j0 + j), *dvr = g.dv.row(b, h, j0 + j);
-      for (int64_t d = 0; d < D; ++d) dkr[d] = dk[j + d * cols];
-      for (int64_t d = 0; d < Dv; ++d) dvr[d] = dv[j + d * cols];
-    }
+    column_major_to_rows(dk, cols, D, g.dk.row(b, h, j0), g.dk.si);
+    column_major_to_rows(dv, cols, Dv, g.dv.row(b, h, j0), g.dv.si);
   }
   for (int64_t j = kend; j < p.Lk; ++j) {  // padding keys get no gradient
     std::fill(g.dk.row(b, h, j), g.dk.row(b, h, j) + D, T(0));

@@ -108,6 +108,32 @@ inline void pack_b_from_panels(float* dst, const float* tile, int64_t k, int64_t
 }
 #endif
 
+// Writes a column-major block out as rows: dst[r * ld + c] = src[r + c * rows] for r < rows,
+// c < cols. The backward accumulates a key block's dK and dV column-major (keys down the
+// columns, as the products leave them); this stores them as the gradient's rows, 8 x 8 blocks
+// transposed in registers for float.
+template <class T>
+void column_major_to_rows(const T* src, int64_t rows, int64_t cols, T* dst, int64_t ld) {
+  int64_t r0 = 0;
+#if TXTCLS_SGEMM
+  if constexpr (std::is_same_v<T, float>) {
+    for (; r0 + 8 <= rows; r0 += 8) {
+      int64_t c0 = 0;
+      for (; c0 + 8 <= cols; c0 += 8) {
+        __m256 v[8];
+        for (int64_t t = 0; t < 8; ++t) v[t] = _mm256_loadu_ps(src + r0 + (c0 + t) * rows);
+        transpose8x8(v);  // v[t]: row r0 + t, columns c0 .. c0 + 7
+        for (int64_t t = 0; t < 8; ++t) _mm256_storeu_ps(dst + (r0 + t) * ld + c0, v[t]);
+      }
+      for (; c0 < cols; ++c0)
+        for (int64_t r = r0; r < r0 + 8; ++r) dst[r * ld + c0] = src[r + c0 * rows];
+    }
+  }
+#endif
+  for (int64_t r = r0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[r * ld + c] = src[r + c * rows];
+}
+
 // Packs B [k, n] (right operand). Without a packed kernel, a row-major copy.
 template <class T>
 void pack_rhs(T* dst, MatRef<T> b) {

@@ -627,12 +627,8 @@ void finish_head(const Problem<T>& p, int64_t b, int64_t h, const Grads<T>& g, B
   }
   for (int64_t j0 = 0; j0 < Lk; j0 += p.bk) {  // key blocks of [cols, D] column-major
     const int64_t cols = std::min(p.bk, Lk - j0);
-    const T *dkb = w.dk.data() + j0 * D, *dvb = w.dv.data() + j0 * Dv;
-    for (int64_t j = 0; j < cols; ++j) {
-      T *dkr = g.dk.row(b, h, j0 + j), *dvr = g.dv.row(b, h, j0 + j);
-      for (int64_t d = 0; d < D; ++d) dkr[d] = dkb[j + d * cols];
-      for (int64_t d = 0; d < Dv; ++d) dvr[d] = dvb[j + d * cols];
-    }
+    attn::column_major_to_rows(w.dk.data() + j0 * D, cols, D, g.dk.row(b, h, j0), g.dk.si);
+    attn::column_major_to_rows(w.dv.data() + j0 * Dv, cols, Dv, g.dv.row(b, h, j0), g.dv.si);
   }
 }
 
