@@ -114,6 +114,40 @@ TEST_CASE("txtcls refuses bad input with one clear line", "[models][cli]") {
   fs::remove_all(d);
 }
 
+// --invalid-utf8: refused by default with file:line and the flag that repairs it; with
+// `replace` or `latin1` the run goes on and says how many lines were repaired.
+TEST_CASE("txtcls --invalid-utf8: refused by default, repaired and counted on request", "[models][cli]") {
+  const fs::path d = scratch("utf8");
+  fs::create_directories(d);
+  {
+    std::ofstream f(d / "train.tsv", std::ios::binary);
+    for (int i = 0; i < 12; ++i) f << (i % 2 ? "A\tgood thing " : "B\tbad thing ") << i << "\n";
+    f << "A\tcaf\xe9 au lait\n";  // Latin-1 e-acute: line 13
+  }
+  const std::string base = "train --data " + (d / "train.tsv").string() +
+                           " --epochs 1 --hidden-dim 8 --words-dim 8 --threads 1 --out " + (d / "out").string();
+  Run e = run(base);
+  INFO(e.output);
+  REQUIRE(e.rc == 1);
+  REQUIRE(e.output.find("train.tsv:13: invalid UTF-8") != std::string::npos);
+  REQUIRE(e.output.find("--invalid-utf8") != std::string::npos);
+  for (const char* policy : {"replace", "latin1"}) {
+    Run r = run(base + " --invalid-utf8 " + policy);
+    INFO(policy << ": " << r.output);
+    REQUIRE(r.rc == 0);
+    REQUIRE(r.output.find("1 line(s) with invalid UTF-8 repaired") != std::string::npos);
+  }
+  Run bad = run(base + " --invalid-utf8 ignore");
+  REQUIRE(bad.rc != 0);
+  REQUIRE(bad.output.find("--invalid-utf8") != std::string::npos);
+  Run ev = run("eval --checkpoint " + (d / "out").string() + " --data " + (d / "train.tsv").string() +
+               " --invalid-utf8 latin1");
+  INFO(ev.output);
+  REQUIRE(ev.rc == 0);
+  REQUIRE(ev.output.find("13 examples") != std::string::npos);
+  fs::remove_all(d);
+}
+
 // --device: a GPU that this build or this machine cannot give is refused before any work, with
 // one line that names the flag and the reason, whichever kind of build runs the test: without
 // the CUDA backend ("no CUDA support"), with it but no GPU ("no CUDA device"), or with GPUs, none

@@ -4,6 +4,7 @@
 
 #include "commands.hpp"
 #include "device_arg.hpp"
+#include "text_data.hpp"
 #include "trained_model.hpp"
 #include "txtcls/data/reader.hpp"
 #include "txtcls/train/classifier.hpp"
@@ -14,7 +15,7 @@ namespace {
 using namespace txtcls;
 
 struct EvalArgs {
-  std::string checkpoint, data, format = "auto", split = "test", device = "cpu";
+  std::string checkpoint, data, format = "auto", split = "test", device = "cpu", invalid_utf8 = "error";
   int64_t batch_size = 64, threads = 0;
   bool json = false;
 };
@@ -24,7 +25,7 @@ int run_eval(const EvalArgs& a) {
   const Device device = resolve_device("eval", a.device);
   TrainedModel tm = TrainedModel::load(a.checkpoint);
   tm.model->to(device);
-  data::DatasetSplits s = data::read_dataset(a.data, data::parse_format(a.format));
+  data::DatasetSplits s = data::read_dataset(a.data, data::parse_format(a.format), read_options(a.invalid_utf8));
   // A single file is read into `train`: it is the set to evaluate, whatever --split says.
   const bool single_file = s.dev.empty() && s.test.empty();
   std::vector<data::Example>* ex = single_file ? &s.train
@@ -59,6 +60,7 @@ Action setup_eval(CLI::App& sub) {
   sub.add_option("--checkpoint", a->checkpoint, "Directory written by txtcls train")->required()->check(CLI::ExistingDirectory);
   sub.add_option("--data", a->data, "Dataset directory or file")->required();
   sub.add_option("--format", a->format, "auto, tsv, csv, fasttext or folder")->capture_default_str();
+  add_invalid_utf8_option(sub, a->invalid_utf8);
   sub.add_option("--split", a->split, "Split of a dataset directory")->capture_default_str()->check(CLI::IsMember({"test", "dev", "train"}));
   sub.add_option("--batch-size", a->batch_size, "Batch size")->capture_default_str();
   sub.add_option("--threads", a->threads, "CPU threads (default: all cores)");

@@ -26,7 +26,7 @@ using namespace txtcls;
 namespace fs = std::filesystem;
 
 struct TrainArgs {
-  std::string model = "lstm_reg", data = "data/trec", format = "auto", out, vectors, resume, tokenizer = "hedwig",
+  std::string model = "lstm_reg", data = "data/trec", format = "auto", invalid_utf8 = "error", out, vectors, resume, tokenizer = "hedwig",
               device = "cpu", lstm_backend = "own";
   int64_t epochs = 30, batch_size = 32, max_len = 0, patience = 5, threads = 0, min_freq = 0, max_vocab = 0;
   double lr = 0.001, weight_decay = 0.0, dev_fraction = 0.1;
@@ -87,7 +87,7 @@ int run_train(TrainArgs a, bool epochs_given) {
   fs::create_directories(a.out);
 
   // ---- data
-  data::DatasetSplits splits = data::read_dataset(a.data, data::parse_format(a.format));
+  data::DatasetSplits splits = data::read_dataset(a.data, data::parse_format(a.format), read_options(a.invalid_utf8));
   TXTCLS_CHECK(!splits.train.empty(), a.data, ": no training examples");
   say(a, "data: " + a.data + ": train " + splits.train_report.summary() +
              (splits.has_dev() ? "; dev " + splits.dev_report.summary() : "") +
@@ -215,6 +215,7 @@ Action setup_train(CLI::App& sub) {
   sub.add_option("--data", a->data, "Dataset: a directory (train/dev/test files, labels.txt, or class folders) or a file")
       ->capture_default_str();
   sub.add_option("--format", a->format, "auto, tsv, csv, fasttext or folder")->capture_default_str();
+  add_invalid_utf8_option(sub, a->invalid_utf8);
   sub.add_option("--out", a->out, "Output directory (default runs/<model>-<dataset>)");
   auto* epochs = sub.add_option("--epochs", a->epochs, "Maximum epochs")->capture_default_str();
   sub.add_option("--batch-size", a->batch_size, "Batch size")->capture_default_str();

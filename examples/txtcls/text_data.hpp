@@ -1,11 +1,28 @@
 #pragma once
 // Shared by train / eval / predict: reading a dataset into encoded splits with one pipeline.
+#include <CLI/CLI.hpp>
 #include <string>
 
 #include "txtcls/data/batching.hpp"
 #include "txtcls/data/reader.hpp"
 
 namespace txtcls_cli {
+
+// --invalid-utf8: what reading a dataset does with bytes that are not UTF-8 (the library's
+// data::ReadOptions): stop at the first with file:line (error), or repair and count them.
+inline void add_invalid_utf8_option(CLI::App& sub, std::string& policy) {
+  sub.add_option("--invalid-utf8", policy,
+                 "Bytes that are not UTF-8: error (stop, naming file and line), replace (U+FFFD) or latin1 "
+                 "(decode the line as ISO-8859-1); repairs are counted in the data summary")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"error", "replace", "latin1"}));
+}
+
+inline txtcls::data::ReadOptions read_options(const std::string& invalid_utf8) {
+  txtcls::data::ReadOptions o;
+  o.invalid_utf8 = txtcls::data::parse_invalid_utf8(invalid_utf8);
+  return o;
+}
 
 struct EncodedSplits {
   txtcls::data::EncodedDataset train, dev, test;

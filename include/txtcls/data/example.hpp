@@ -26,6 +26,22 @@ struct ReadOptions {
   InvalidUtf8 invalid_utf8 = InvalidUtf8::error;
 };
 
+inline std::string_view invalid_utf8_name(InvalidUtf8 p) {
+  switch (p) {
+    case InvalidUtf8::error: return "error";
+    case InvalidUtf8::replace: return "replace";
+    case InvalidUtf8::latin1: return "latin1";
+  }
+  return "?";
+}
+
+// "error", "replace" or "latin1" (the txtcls program's --invalid-utf8).
+inline InvalidUtf8 parse_invalid_utf8(std::string_view s) {
+  for (InvalidUtf8 p : {InvalidUtf8::error, InvalidUtf8::replace, InvalidUtf8::latin1})
+    if (s == invalid_utf8_name(p)) return p;
+  ::txtcls::detail::fail("invalid UTF-8 policy '", s, "': expected error, replace or latin1");
+}
+
 struct ReadReport {
   static constexpr size_t kMaxNotes = 20;
 
@@ -84,7 +100,8 @@ inline std::string_view trim(std::string_view s) {
 
 [[noreturn]] inline void fail_utf8(const std::string& place, std::string_view s, size_t bad) {
   ::txtcls::detail::fail(place, ": invalid UTF-8 at byte ", bad + 1, " of the line (bytes ", hex_bytes(s, bad),
-       "); convert the file to UTF-8 or read it with ReadOptions::invalid_utf8 = replace or latin1");
+       "); convert the file to UTF-8, or read it with invalid UTF-8 replaced or as Latin-1 (txtcls: ",
+       "--invalid-utf8 replace or latin1; the library: ReadOptions::invalid_utf8)");
 }
 
 // Applies the UTF-8 policy to one line. Returns the line itself or its repaired copy in `scratch`.
