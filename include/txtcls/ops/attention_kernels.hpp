@@ -114,10 +114,12 @@ void forward_block(const Problem<T>& p, int64_t b, int64_t h, int64_t i0, Rows<T
     }
     multiply<T>({o, rows}, pa, w.keys.v(kb), rows, Dv, cols, true);
   }
+  column_major_to_rows(o, rows, Dv, out.row(b, h, i0), out.si);
   for (int64_t i = 0; i < rows; ++i) {
     const T inv = l[i] > T(0) ? T(1) / l[i] : T(0);  // l == 0: every key hidden, an empty row
     T* dst = out.row(b, h, i0 + i);
-    for (int64_t d = 0; d < Dv; ++d) dst[d] = o[i + d * rows] * inv;
+#pragma omp simd
+    for (int64_t d = 0; d < Dv; ++d) dst[d] *= inv;
     lse_rows[i] = l[i] > T(0) ? m[i] + std::log(l[i]) : kNegInf;
   }
 }

@@ -474,10 +474,12 @@ void forward_block(const Problem<T>& p, const Visibility& vis, int64_t b, int64_
       }
   }
   T* lse_rows = lse + (b * p.H + h) * p.Lq + i0;
+  attn::column_major_to_rows(o, rows, Dv, out.row(b, h, i0), out.si);
   for (int64_t i = 0; i < rows; ++i) {
     const T inv = l[i] > T(0) ? T(1) / l[i] : T(0);  // l == 0 only without keys (Lk == 0)
     T* dst = out.row(b, h, i0 + i);
-    for (int64_t d = 0; d < Dv; ++d) dst[d] = o[i + d * rows] * inv;
+#pragma omp simd
+    for (int64_t d = 0; d < Dv; ++d) dst[d] *= inv;
     lse_rows[i] = l[i] > T(0) ? m[i] + std::log(l[i]) : kNegInf;
     if (prow)
       for (int64_t kb = 0; kb < nkb; ++kb) {
