@@ -15,7 +15,14 @@ inline void add_invalid_utf8_option(CLI::App& sub, std::string& policy) {
                  "Bytes that are not UTF-8: error (stop, naming file and line), replace (U+FFFD) or latin1 "
                  "(decode the line as ISO-8859-1); repairs are counted in the data summary")
       ->capture_default_str()
-      ->check(CLI::IsMember({"error", "replace", "latin1"}));
+      ->check([](const std::string& s) {  // the library's names, and its message for others
+        try {
+          txtcls::data::parse_invalid_utf8(s);
+          return std::string();
+        } catch (const std::exception& e) {
+          return std::string(e.what());
+        }
+      });
 }
 
 inline txtcls::data::ReadOptions read_options(const std::string& invalid_utf8) {

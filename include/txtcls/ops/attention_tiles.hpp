@@ -97,40 +97,26 @@ void pack_lhs(T* dst, MatRef<T> a) {
 
 
 #if TXTCLS_SGEMM
-using sgemm::pack_b_columns;
-using sgemm::transpose8x8;
-
 // Packs B [k, n] from a panel tile (multiply's `panels` layout): element (kk, c) at
 // tile[(kk / 16) * panel + kk % 16 + 16 * c]; each 16 steps of k are one block of contiguous columns.
 inline void pack_b_from_panels(float* dst, const float* tile, int64_t k, int64_t n, int64_t panel) {
   for (int64_t k0 = 0; k0 < k; k0 += 16)
-    pack_b_columns(dst, tile + (k0 / 16) * panel, std::min<int64_t>(16, k - k0), n, 16, k, k0);
+    sgemm::pack_b_columns(dst, tile + (k0 / 16) * panel, std::min<int64_t>(16, k - k0), n, 16, k, k0);
 }
 #endif
 
 // Writes a column-major block out as rows: dst[r * ld + c] = src[r + c * rows] for r < rows,
-// c < cols. The backward accumulates a key block's dK and dV column-major (keys down the
-// columns, as the products leave them); this stores them as the gradient's rows, 8 x 8 blocks
-// transposed in registers for float.
+// c < cols. The kernels accumulate O, dK and dV column-major (as the products leave them); this
+// stores them as the rows of the result (for float through sgemm::transpose's register blocks).
 template <class T>
 void column_major_to_rows(const T* src, int64_t rows, int64_t cols, T* dst, int64_t ld) {
-  int64_t r0 = 0;
 #if TXTCLS_SGEMM
   if constexpr (std::is_same_v<T, float>) {
-    for (; r0 + 8 <= rows; r0 += 8) {
-      int64_t c0 = 0;
-      for (; c0 + 8 <= cols; c0 += 8) {
-        __m256 v[8];
-        for (int64_t t = 0; t < 8; ++t) v[t] = _mm256_loadu_ps(src + r0 + (c0 + t) * rows);
-        transpose8x8(v);  // v[t]: row r0 + t, columns c0 .. c0 + 7
-        for (int64_t t = 0; t < 8; ++t) _mm256_storeu_ps(dst + (r0 + t) * ld + c0, v[t]);
-      }
-      for (; c0 < cols; ++c0)
-        for (int64_t r = r0; r < r0 + 8; ++r) dst[r * ld + c0] = src[r + c0 * rows];
-    }
+    sgemm::transpose(src, rows, cols, rows, dst, ld);  // src's columns are the rows it reads
+    return;
   }
 #endif
-  for (int64_t r = r0; r < rows; ++r)
+  for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) dst[r * ld + c] = src[r + c * rows];
 }
 

@@ -303,7 +303,7 @@ void add_terms_queries_down(T* s, int64_t panel, int64_t cs, const T* e, int64_t
         for (; j8 + 8 <= cols; j8 += 8) {
           __m256 r[8];
           for (int64_t t = 0; t < 8; ++t) r[t] = _mm256_loadu_ps(e + (i8 + t) * lde + j8);
-          attn::transpose8x8(r);  // r[t]: key j8 + t of the 8 queries
+          sgemm::transpose8x8(r);  // r[t]: key j8 + t of the 8 queries
           for (int64_t t = 0; t < 8; ++t) {
             float* d = col0 + (j8 + t) * 16;
             _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), r[t]));

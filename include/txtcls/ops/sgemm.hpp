@@ -67,6 +67,26 @@ inline void transpose8x8(__m256 (&r)[8]) {
   r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
+// dst[c * ld + r] = src[r * ls + c] for r < rows, c < cols: a strided transpose, 8 x 8 blocks
+// through registers and the edges one float at a time. pack_a uses it for row-major A panels;
+// the attention to store column-major blocks (O, dK, dV) as the rows of a result.
+inline void transpose(const float* src, int64_t ls, int64_t rows, int64_t cols, float* dst, int64_t ld) {
+  int64_t r0 = 0;
+  for (; r0 + 8 <= rows; r0 += 8) {
+    int64_t c0 = 0;
+    for (; c0 + 8 <= cols; c0 += 8) {
+      __m256 v[8];
+      for (int64_t t = 0; t < 8; ++t) v[t] = _mm256_loadu_ps(src + (r0 + t) * ls + c0);
+      transpose8x8(v);  // v[t]: column c0 + t of rows r0 .. r0 + 7
+      for (int64_t t = 0; t < 8; ++t) _mm256_storeu_ps(dst + (c0 + t) * ld + r0, v[t]);
+    }
+    for (; c0 < cols; ++c0)
+      for (int64_t r = r0; r < r0 + 8; ++r) dst[c0 * ld + r] = src[r * ls + c0];
+  }
+  for (int64_t t = 0; t < 8 && r0 + t < rows; ++t)  // the last rows % 8 rows (< 8: a bound GCC sees)
+    for (int64_t c = 0; c < cols; ++c) dst[c * ld + r0 + t] = src[(r0 + t) * ls + c];
+}
+
 // A [m, k] (element (i, j) at p[i*rs + j*cs]) into ceil(m/16) panels of 16 x k.
 inline void pack_a(float* dst, const float* p, int64_t m, int64_t k, int64_t rs, int64_t cs) {
   for (int64_t i0 = 0; i0 < m; i0 += kMR, dst += kMR * k) {
@@ -79,17 +99,8 @@ inline void pack_a(float* dst, const float* p, int64_t m, int64_t k, int64_t rs,
       }
       continue;
     }
-    if (cs == 1 && rows == kMR) {  // rows contiguous: 8 x 8 blocks transposed in registers
-      int64_t j = 0;
-      for (; j + 8 <= k; j += 8)
-        for (int64_t h = 0; h < kMR; h += 8) {
-          __m256 r[8];
-          for (int64_t t = 0; t < 8; ++t) r[t] = _mm256_loadu_ps(p + (i0 + h + t) * rs + j);
-          transpose8x8(r);  // r[t]: step j + t of rows h .. h + 7
-          for (int64_t t = 0; t < 8; ++t) _mm256_store_ps(dst + (j + t) * kMR + h, r[t]);
-        }
-      for (; j < k; ++j)
-        for (int64_t r = 0; r < kMR; ++r) dst[j * kMR + r] = p[(i0 + r) * rs + j];
+    if (cs == 1 && rows == kMR) {  // rows contiguous: step j of row r goes to dst[j * 16 + r]
+      transpose(p + i0 * rs, rs, kMR, k, dst, kMR);
       continue;
     }
     for (int64_t r = 0; r < kMR; ++r) {
